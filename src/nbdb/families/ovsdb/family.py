@@ -537,7 +537,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             # compares a result's token with its row's, as a read copy's, never its revision with the clock's
             # (a revision read before the commit showed, when the wait above gave up, was refused once the
             # update came as 'created again').
-            stamp = Revision(revision or replica.revision, self.clock, _written_stamp(plan))
+            written = _written_stamp(plan) if plan.bare else int(plan.token, 16)  # (no call: an ordinary commit)
+            stamp = Revision(revision or replica.revision, self.clock, written)
             return CommitResult(stamp, versions, frozenset(plan.skipped))
 
     @staticmethod
@@ -718,10 +719,9 @@ def _written_stamp(plan: Plan) -> int:
     with the row as a read copy does, on every connection. A commit of several rows gives them all the token
     (one per commit), which the rows without ``external_ids`` do not keep: the content stamp of each is kept
     by the token (:func:`.rows.keep_result_stamps`), which :func:`.planner._current` compares as a read copy's
-    (a result whose token it does not know is refused, never compared by its version alone).
+    (a result whose token it does not know is refused, never compared by its version alone). Asked only of
+    a plan with such puts (``plan.bare``): an ordinary one's result carries its token, at no cost.
     """
-    if not plan.bare:
-        return int(plan.token, 16)  # every row it puts keeps the token: nothing to keep (an ordinary commit)
     if len(plan.puts) == 1 and len(plan.written) == 1:
         (written,) = plan.written.values()
         if EXTERNAL_IDS not in written.row:

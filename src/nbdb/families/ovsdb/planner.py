@@ -114,7 +114,7 @@ class Plan:
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
     written: dict[IdKey, Written] = field(default_factory=dict)
     """(table, id.int) -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
-    unchanged: set[IdKey] = field(default_factory=set)
+    unchanged: frozenset[IdKey] = frozenset()
     """(table, id.int) of each put to a row without ``external_ids`` that changes none of its columns:
     nothing is written, and the object keeps the version it has (the replica sees no change to count)."""
     ledger: tuple[str, str, str] | None = None
@@ -122,7 +122,7 @@ class Plan:
     (``NB_Global.external_ids``), when no row it writes can hold its token (see :func:`_plan_ledger`)."""
     settled: bool = False
     """Its reply was lost and it was settled as landed, from a replica synced after it (:func:`.settle.reflects`)."""
-    ledger_dropped: list[str] = field(default_factory=list)
+    ledger_dropped: Sequence[str] = ()
     """The writer's settled marks that the commit drops from that row."""
     bare: int = 0
     """How many puts are to rows without ``external_ids``: 0 (every ordinary commit) asks no ledger or stamp work."""
@@ -588,7 +588,7 @@ def _plan_put(
         # the object keeps its version (see Plan.unchanged).
         ext = {}
         if row is not None and not changed and not mutations:
-            plan.unchanged.add((op.table, op.id.int))
+            plan.unchanged |= {(op.table, op.id.int)}  # (rare: no set made for every plan)
     written: Row = dict(cells) if bare else {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
