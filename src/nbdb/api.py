@@ -471,7 +471,8 @@ class Database:
 
     def _read_only_existing(self, put: Put) -> Model | None:
         """What ``create(..., may_exist=True)`` of ``put`` takes, looked up before the commit, when the store
-        reads its table but cannot write it (``unwritable``: OVN's ``Load_Balancer_Group``); None otherwise.
+        reads its table but cannot write it (``unwritable``: OVN's ``Load_Balancer_Group`` in a namespace); None
+        otherwise.
 
         The commit would refuse the table (UnsupportedError) before finding the object stored under the id
         or holding a unique value: a controller's idempotent "ensure the group" raised although nothing was

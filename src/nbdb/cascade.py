@@ -219,7 +219,7 @@ def _plan_target(
     A referrer of a table the store cannot write (``unwritable``: :meth:`nbdb.spi.Backend.unwritable`) is
     not rewritten: such a store drops a weak reference to a deleted row itself, as ovsdb-server does
     (planning the drop made every delete of a load balancer in OVN's ``Load_Balancer_Group`` raise
-    UnsupportedError), and refuses the delete for a strong one.
+    UnsupportedError in a namespace), and refuses the delete for a strong one.
     """
     for source in sources:
         if source in deletes:

@@ -485,7 +485,7 @@ class Backend(ABC):
         the one question nbdb asks (a delete's walk, ``create(may_exist=True)``, a copy).
 
         Most stores write what they read; OVSDB cannot write a table whose schema has no ``external_ids``
-        (OVN's ``Load_Balancer_Group``), where nbdb keeps an object's version and topic. Such a store
+        (OVN's ``Load_Balancer_Group``) through a Database with a namespace, which such a row cannot hold. Such a store
         must drop a weak reference to a deleted object from a row of ``table`` itself (ovsdb-server
         does): a delete plans no rewrite of it (:mod:`nbdb.cascade`). Deletes of its rows are allowed.
         Asked of every referrer a delete's walk reads: cheap, and no exception to catch.

@@ -87,9 +87,8 @@ def test_meters_and_template_vars_nbdb_writes_are_what_ovn_nbctl_shows(
     assert nbctl(ovsdb_server, "get", "Chassis_Template_Var", f"hv-{s}", "variables:vip") == '"10.0.0.9"'
     db.update(var.replace(variables={"vip": "10.0.0.10", "port": "80"}))
     assert nbctl(ovsdb_server, "get", "Chassis_Template_Var", f"hv-{s}", "variables:port") == '"80"'
-    # OVN's Static_MAC_Binding has no external_ids, where nbdb keeps an object's version: read only.
-    with pytest.raises(nbdb.UnsupportedError, match="Static_MAC_Binding has no external_ids"):
-        db.create(StaticMACBinding(logical_port=f"lrp-{s}", ip="10.0.0.5", mac="0a:00:00:00:00:05"))
+    # OVN's Static_MAC_Binding has no external_ids (where nbdb keeps its bookkeeping): written all the
+    # same (issue 14), its mapped columns alone; see test_static_mac_bindings_are_written_both_ways.
     # nbdb's delete of the meter takes its band along, as ovn-nbctl meter-del does.
     db.delete(db.get(Meter, meter.id))
     assert f"m-{s}:" not in nbctl(ovsdb_server, "meter-list")
@@ -331,3 +330,44 @@ def test_an_overwrite_copy_of_a_meter_deleted_as_its_only_band_moved(ovsdb_serve
         assert Copier(source, dest, CopyOptions(models=models, overwrite=True)).run().differences == []
         assert [m.name for m in dest.list(Meter)] == [f"m2-{s}"]
         assert dest.get(MeterBand, band.id).meter == m2.id
+
+
+def test_static_mac_bindings_are_written_both_ways(
+    ovsdb_server: OvsdbServer,  # noqa: F811
+    db: nbdb.Database,  # noqa: F811
+) -> None:
+    # Issue 14: Static_MAC_Binding has no external_ids, where nbdb keeps an object's version and commit
+    # tokens: it was read only, while ovn-nbctl static-mac-binding-add and Neutron write it. Now written
+    # with its columns alone: a compare-and-swap compares them, the version is counted by the connection.
+    s = uuid.uuid4().hex[:8]
+    nbctl(ovsdb_server, "lr-add", f"lr-{s}")
+    nbctl(ovsdb_server, "lrp-add", f"lr-{s}", f"lrp-{s}", "0a:00:00:00:00:fe", "10.0.0.1/24")
+    binding = db.create(StaticMACBinding(logical_port=f"lrp-{s}", ip="10.0.0.7", mac="0a:00:00:00:00:07"))
+    assert binding.version == 1
+    assert "10.0.0.7" in nbctl(ovsdb_server, "static-mac-binding-list")
+    assert nbctl(ovsdb_server, "get", "Static_MAC_Binding", str(binding.id), "mac") == '"0a:00:00:00:00:07"'
+    moved = db.update(binding.replace(mac="0a:00:00:00:00:08", override_dynamic_mac=True))
+    assert moved.version == 2
+    assert nbctl(ovsdb_server, "get", "Static_MAC_Binding", str(binding.id), "mac", "override_dynamic_mac").split() == [
+        '"0a:00:00:00:00:08"',
+        "true",
+    ]
+    with pytest.raises(nbdb.ConflictError):
+        db.update(binding.replace(mac="0a:00:00:00:00:09"))  # a stale copy: refused, nothing written
+    # ovn-nbctl's change is a new version; a copy from before it is refused, the current one goes through.
+    nbctl(ovsdb_server, "set", "Static_MAC_Binding", str(binding.id), 'mac="0a:00:00:00:00:0a"')
+    with pytest.raises(nbdb.ConflictError):
+        db.update(moved.replace(mac="0a:00:00:00:00:0b"))
+    current = db.get(StaticMACBinding, binding.id)
+    assert current.mac == "0a:00:00:00:00:0a" and current.version == 3
+    db.update(current.replace(mac="0a:00:00:00:00:0c"))
+    assert nbctl(ovsdb_server, "get", "Static_MAC_Binding", str(binding.id), "mac") == '"0a:00:00:00:00:0c"'
+    # What only external_ids could hold is refused before anything is sent.
+    with pytest.raises(nbdb.UnsupportedError, match="Static_MAC_Binding has no external_ids"):
+        db.create(StaticMACBinding(logical_port=f"lrp-{s}", ip="10.0.0.9", mac="0a:00:00:00:00:09", topic="t"))
+    db.delete(db.get(StaticMACBinding, binding.id))
+    assert "10.0.0.7" not in nbctl(ovsdb_server, "static-mac-binding-list")
+    # OVN's index keeps one binding per (port, IP): a second one names the holder.
+    nbctl(ovsdb_server, "static-mac-binding-add", f"lrp-{s}", "10.0.0.5", "0a:00:00:00:00:05")
+    with pytest.raises(nbdb.UniqueViolationError):
+        db.create(StaticMACBinding(logical_port=f"lrp-{s}", ip="10.0.0.5", mac="0a:00:00:00:00:06"))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.codec import decode, encode
-from nbdb.families.ovsdb import Mapping_
+from nbdb.families.ovsdb import Mapping_, rows
 from nbdb.families.ovsdb.rows import (
     RowState,
     Shared,
@@ -291,3 +291,43 @@ def test_a_shared_table_hands_out_the_value_kept_for_a_key_and_stays_bounded(key
         assert len(table) <= limit
     if len(set(keys)) <= limit:
         assert made == len(set(keys))  # never cleared: each key's value made once
+
+
+def test_the_content_stamps_of_a_commits_results_are_kept_by_its_token_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # rows.result_stamp turns a transaction result's token back into the content each row without
+    # external_ids was written with; what it does not know (another row, an unknown or dropped token) is
+    # None, which the planner refuses. The oldest commit is dropped first, and memory stays bounded.
+    monkeypatch.setattr(rows, "_result_stamps", {})
+    monkeypatch.setattr(rows, "RESULT_STAMPS_KEPT", 3)
+    rows.keep_result_stamps(7, {})
+    assert rows.result_stamp(7, ("Load_Balancer_Group", 1)) is None
+    for token in range(1, 5):
+        rows.keep_result_stamps(token, {("Load_Balancer_Group", token): rows.content_stamp(f"{token:x}")})
+    assert rows.result_stamp(1, ("Load_Balancer_Group", 1)) is None  # dropped: the oldest of four
+    assert rows.result_stamp(4, ("Load_Balancer_Group", 4)) == rows.CONTENT_STAMP + 4
+    assert rows.result_stamp(4, ("Load_Balancer_Group", 3)) is None
+    assert len(rows._result_stamps) == 3
+
+
+@given(sizes=st.lists(st.integers(1, 8), min_size=1, max_size=40))
+def test_the_kept_content_stamps_are_bounded_by_rows_not_commits(sizes: list[int]) -> None:
+    # Review 16: rows.keep_result_stamps drops the oldest commit once RESULT_STAMPS_KEPT commits are kept,
+    # whatever each holds: a process whose transactions put many rows without external_ids keeps that many
+    # times more (65,536 commits of 50 Static_MAC_Bindings held ~650 MB). What is kept is bounded by rows
+    # (a dropped one is only refused, never compared by its version alone), and the newest commit is known.
+    kept: dict[int, dict[tuple[str, int], int]] = {}
+    bound = 8
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rows, "_result_stamps", kept)
+        patch.setattr(rows, "RESULT_STAMPS_KEPT", bound)
+        row = 0
+        for token, size in enumerate(sizes, 1):
+            stamps = {}
+            for _ in range(size):
+                row += 1
+                stamps[("Static_MAC_Binding", row)] = rows.content_stamp(f"{row:x}")
+            rows.keep_result_stamps(token, stamps)
+            assert sum(len(s) for s in kept.values()) <= bound, "row stamps kept beyond the bound"
+            assert rows.result_stamp(token, ("Static_MAC_Binding", row)) == rows.CONTENT_STAMP + row

@@ -23,7 +23,7 @@ from nbdb import errors
 from nbdb.codec import bulk, encode
 from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.group import GroupTransact
-from nbdb.families.ovsdb.mutations import MarkBook
+from nbdb.families.ovsdb.mutations import MarkBook, mark_of
 from nbdb.families.ovsdb.planner import _bookkeeping, _compared
 from nbdb.families.ovsdb.rows import (
     EXT_EXPIRES,
@@ -31,8 +31,11 @@ from nbdb.families.ovsdb.rows import (
     EXT_PARENT,
     EXT_TTL,
     EXT_VERSION,
+    LEDGER_SETTLE,
+    LEDGER_SKEW,
     MARK_LIFETIME,
     carried,
+    expired_ledger_marks,
     new_row,
     stored_columns,
 )
@@ -331,3 +334,25 @@ def test_the_default_cells_an_update_compares_with_are_made_once_per_table_as_th
         made = _defaults(tm)
         assert made == tuple((cm.column, default_cell(cm.type), cm) for cm in tm.columns.values())
         assert _defaults(tm) is made
+
+
+@given(
+    st.floats(min_value=-LEDGER_SETTLE - LEDGER_SKEW, max_value=LEDGER_SKEW, allow_nan=False),
+    st.floats(min_value=0, max_value=LEDGER_SETTLE),
+)
+def test_a_ledger_mark_is_never_dropped_while_its_writer_may_still_rely_on_it(skew: float, elapsed: float) -> None:
+    """Review of issue 14: a ledger mark holds its writer's expiry (its start + LEDGER_SETTLE, on its clock),
+    and its writer relies on it only within LEDGER_SETTLE of its start (monotonic). Another writer whose clock
+    is off by less than LEDGER_SKEW, at any moment of that, never drops it; the old sweep (marks stamped more
+    than five minutes ago, by the sweeper's clock) did, and the lost reply it settled was applied twice."""
+    writer_start = _NOW
+    _mark, expiry = mark_of("ab" * 8, writer_start + LEDGER_SETTLE)
+    sweeper_now = writer_start + elapsed + skew
+    assert expired_ledger_marks({"nbdb:m:" + "ab" * 8: expiry}, sweeper_now) == []
+
+
+def test_a_ledger_mark_past_its_expiry_by_the_skew_margin_is_dropped() -> None:
+    key = "nbdb:m:" + "cd" * 8
+    expiry = str(int(_NOW))
+    assert expired_ledger_marks({key: expiry, "other": "1"}, _NOW + LEDGER_SKEW + 1) == [key]
+    assert expired_ledger_marks({key: "junk"}, _NOW) == [key]

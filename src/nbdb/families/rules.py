@@ -208,6 +208,15 @@ def recreated(key: RefKey, version: int) -> errors.ConflictError:
     )
 
 
+def changed_since_read(key: RefKey, version: int) -> errors.ConflictError:
+    """A compare-and-swap of a copy whose content the stored record no longer holds (compared by content)."""
+    return errors.ConflictError(
+        f"{_name(key)} changed since this copy was read (it is at version {version} here, of other content): "
+        "re-read it and retry",
+        key=key,
+    )
+
+
 def written_differs(expected: int | None, stored: int | None) -> bool:
     """Whether a write of a copy written at revision ``expected`` must be refused by a record written at ``stored``.
 

@@ -310,7 +310,7 @@ class StaticMACBinding(Model):
     """``Static_MAC_Binding``: the MAC a router port resolves an IP to without asking (ARP or ND).
 
     ``ovn-nbctl static-mac-binding-add PORT IP MAC``. OVN's index keeps one per (port, IP). The table
-    has no ``external_ids``: OVSDB reads these rows, nbdb does not write them there.
+    has no ``external_ids``: on OVSDB its objects hold no topic, ttl or namespace (docs/backends/ovsdb.md).
     """
 
     nbdb_indexes: ClassVar[tuple[str, ...]] = ("logical_port",)

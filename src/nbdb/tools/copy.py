@@ -130,7 +130,7 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
     the destination has none of (a port bound to a ``Chassis``, copied into OVN_Northbound), a
     value other than the default of a field the destination keeps nowhere (a column its schema
     lacks), and an object of a table the destination reads but cannot write (``unwritable``:
-    OVN's ``Load_Balancer_Group``, which has no ``external_ids``). Each made a copy stop half-way, the
+    OVN's ``Load_Balancer_Group``, which has no ``external_ids``, in a namespace). Each made a copy stop half-way, the
     destination holding part of the source. ``held`` says what the destination holds then (the first
     pass: nothing of it).
     """

@@ -172,6 +172,11 @@ class OvsdbBackend(OvsdbFamilyBackend):
         "UniqueViolationError (value None), where other stores let any number of objects leave it unset. "
         "mutate() is OVSDB's native mutate on set and map columns. Expiry: deadlines in external_ids, "
         "reaped by connected Databases (wall clock). A transaction must stay within one OVSDB database. "
+        "Tables without external_ids (OVN's Load_Balancer_Group, Static_MAC_Binding, Encap) are written with "
+        "their columns alone: compare-and-swap compares the copy's content, versions count the changes each "
+        "connection sees, and such an object holds no topic, ttl or namespace; a lost reply is settled by the "
+        "commit's mark in NB_Global/SB_Global external_ids (each such commit changes them), CommitUnknownError "
+        "in a database without such a table. "
         "Through relays, reads are as fresh as the relay and locks (so fenced writes) are refused: such a "
         "Database declares linearizable_reads, locks and fencing False.",
     )

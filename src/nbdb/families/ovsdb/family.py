@@ -41,7 +41,8 @@ from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
-from nbdb.families.ovsdb.mutations import MarkBook
+from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
+from nbdb.families.ovsdb.ops import wait
 from nbdb.families.ovsdb.ovn import DERIVED_COLUMNS, SERVER_TABLES
 from nbdb.families.ovsdb.planner import Plan, plan_commit
 from nbdb.families.ovsdb.replica import Replica, RevisionClock
@@ -49,6 +50,9 @@ from nbdb.families.ovsdb.rows import (
     EXT_NAMESPACE,
     EXT_RAW,
     EXT_TOPIC,
+    LEDGER_SETTLE,
+    content_stamp,
+    keep_result_stamps,
     new_token,
     no_external_ids,
     parse_window,
@@ -159,8 +163,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         self.mapping.get(table)
 
     def unwritable(self, table: str) -> str | None:
+        # A row without external_ids cannot hold the namespace (nor a topic, refused per write): in a
+        # namespace, it would be written where this Database never reads it.
         tm = self.mapping.tables.get(table)
-        return None if tm is None or tm.external_ids is not None else no_external_ids(tm)
+        if tm is None or tm.external_ids is not None or not self.namespace:
+            return None
+        return no_external_ids(tm, f"the namespace ({self.namespace!r})")
 
     def fixed_fields(self, table: str) -> dict[str, Any]:
         # What new_row refuses: a value other than the default of a field whose column the schema lacks.
@@ -283,6 +291,18 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         return MarkBook()
 
     @functools.cached_property
+    def _ledger(self) -> LedgerBook:
+        """This writer's settled ledger marks (see :func:`.planner._plan_ledger`)."""
+        return LedgerBook()
+
+    def _select_ledger(self, plan: Plan) -> dict[str, str]:
+        """The ``external_ids`` of the ledger row of ``plan`` as the server holds it ({}: no row)."""
+        assert plan.ledger is not None
+        select = {"op": "select", "table": plan.ledger[0], "where": [], "columns": [EXTERNAL_IDS]}
+        rows = self._idempotent(plan.db, [select])[0].get("rows", [])
+        return {} if not rows else dict(rows[0].get(EXTERNAL_IDS, ["map", []])[1])
+
+    @functools.cached_property
     def _grouped(self) -> GroupTransact:
         """Unfenced commits' transactions: concurrent ones go out together (see :mod:`.group`)."""
         return GroupTransact(self._transact, TransactLost, TransactNotSent)
@@ -308,9 +328,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         lock, transact = (None, self._grouped) if fence is None else self._fenced(fence)
         token = new_token()
         started = time.time()
-        deadline = time.monotonic() + self.commit_timeout
+        # Capped: a commit that marks the ledger relies on its mark only that long (see rows.LEDGER_SETTLE).
+        deadline = time.monotonic() + min(self.commit_timeout, LEDGER_SETTLE)
         synced = False
         holder_gone = False
+        ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
         for attempt in range(_ATTEMPTS):
@@ -318,6 +340,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if lost is not None:
                 outcome = self._settle(lost, deadline, moved, resend=fence is None)
                 if outcome is Outcome.LANDED:
+                    lost.settled = True
                     return self._result(lost, deadline, fence is not None)
                 if fence is not None:
                     # The lock's connection was the lease: nothing may be sent again under it.
@@ -335,7 +358,10 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # running, they were promoted to the oldest generation, and the full collections
                     # that followed (over the whole replica) cost more than planning itself.
                     with replica.cond, bulk():
-                        plan = plan_commit(self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks)
+                        plan = plan_commit(
+                            self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
+                            ledger_drop=self._ledger.droppable,
+                        )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
                 except (errors.ConflictError, errors.NotFoundError, errors.ReferenceError, errors.CorruptRecordError):
@@ -379,7 +405,17 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if isinstance(failure, results.NotOwner) and fence is not None:
                 raise _fence_lost(fence, Outcome.NOT_LANDED)
             if isinstance(failure, results.TimedOut) and kind == "marked":
-                # A copy sent before landed: its mutation's mark is there.
+                # A copy sent before landed: its mutation's mark is there (or its ledger mark).
+                if plan.ledger is not None:
+                    try:
+                        self._sync(plan.db, deadline)  # past that copy: its rows keep no token to wait for (reflects)
+                    except errors.BackendUnavailableError as exc:
+                        # It landed, but no result can be read back: never "not sent" (BackendUnavailableError).
+                        raise errors.CommitUnknownError(
+                            f"a commit whose reply was lost landed (its mark is there), and the server went away "
+                            f"before this client read it back ({exc}): re-read the objects before acting again"
+                        ) from None
+                    plan.settled = True
                 return self._result(plan, deadline, fence is not None)
             if lost is not None:
                 if isinstance(failure, results.TimedOut) and kind in ("cas", "absent", "exists"):
@@ -399,6 +435,16 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     self._sync(plan.db)
                     synced = True
                     continue
+            if kind == "ledger" and isinstance(failure, results.TimedOut) and not ledger_made:
+                # The database has no configuration row to mark (a server nobody ran ovn-nbctl init or
+                # ovn-northd against): make it, unless another client did meanwhile (maxRows 1), and plan again.
+                ledger_made = True
+                table = plan.reason(failure.index)[1]
+                try:
+                    self._idempotent(plan.db, [wait(table, [], []), {"op": "insert", "table": table, "row": {}}])
+                except errors.BackendUnavailableError:
+                    pass  # made by another client meanwhile, or the server is away: the next plan tells
+                continue
             if kind == "absent" and isinstance(failure, results.TimedOut):
                 # A row has the id of an object this commit creates (the ``wait`` before its insert).
                 taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
@@ -435,8 +481,20 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         "may not have been applied; re-read the objects before acting again"
                     ) from None
                 time.sleep(0.1)
+        absent = False
+        if plan.ledger is not None:
+            # The commit's mark in the ledger row says, for the whole transaction (its rows keep no token).
+            try:
+                ledger = self._select_ledger(plan)
+            except errors.BackendUnavailableError:
+                ledger = None
+            if ledger is not None and ledger.get(plan.ledger[1]) == plan.ledger[2]:
+                log.info("ovsdb: a commit whose reply was lost: landed (its ledger mark)")
+                return Outcome.LANDED
+            # Absent says "not landed" only before the deadline: past it another writer may drop the mark.
+            absent = ledger is not None and time.monotonic() < deadline
         with self.replica.cond:
-            outcome = settle(plan, self.replica, resend)
+            outcome = settle(plan, self.replica, resend, absent)
             while moved and outcome is Outcome.PENDING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -444,7 +502,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         _UNSETTLED.format("the server saw its rows change, this client's copy of them did not")
                     )
                 self.replica.cond.wait(min(remaining, 0.5))
-                outcome = settle(plan, self.replica, resend)
+                outcome = settle(plan, self.replica, resend, absent)
         log.info("ovsdb: a commit whose reply was lost: %s", outcome.value)
         if outcome is Outcome.UNKNOWN:
             raise errors.CommitUnknownError(
@@ -479,6 +537,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         trip costs; the sync decides if it does not come.
         """
         self._marks.settled(plan.marks, plan.dropped)
+        if plan.ledger is not None:
+            self._ledger.settled(plan.ledger[1], plan.ledger_dropped, lambda: self._select_ledger(plan))
         replica = self.replica
         passed = synced = False
         while True:
@@ -506,7 +566,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # planner compares a result's token with its row's, as a read copy's, never its revision
                     # with the clock's (a revision read before the commit showed was refused once the update
                     # came as 'created again').
-                    stamp = Revision(revision or replica.revision, self.clock, int(plan.token, 16))
+                    written = _written_stamp(plan) if plan.bare else int(plan.token, 16)  # (no call: an ordinary commit)
+                    stamp = Revision(revision or replica.revision, self.clock, written)
                     result = CommitResult(stamp, versions, frozenset(plan.skipped))
                     if not undone:
                         return result
@@ -559,6 +620,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
     def _diagnose(self, plan: Plan, failure: results.OperationError) -> errors.NbdbError:
         kind, detail = plan.reason(failure.index)
         if isinstance(failure, results.TimedOut):
+            if kind == "ledger":
+                return errors.UnsupportedError(
+                    f"{plan.db} has no {detail} row, where nbdb marks a commit of rows without external_ids "
+                    "(ovn-nbctl init or ovn-northd makes it)"
+                )
             if kind == "target":
                 (table, id), target = detail
                 return rules.dangling((table, id), target)
@@ -709,6 +775,33 @@ def _refused_unique(failure: results.OperationError, kind: str) -> bool:
     if isinstance(failure, results.ConstraintViolation):
         return failure.unique_index
     return isinstance(failure, results.TimedOut) and kind == "unique"
+
+
+def _written_stamp(plan: Plan) -> int:
+    """What a commit's result carries as :attr:`.Revision.written` (see :func:`nbdb.models.base.written_of`).
+
+    The commit's token, which every row it puts keeps; a commit of one row without ``external_ids``
+    (which keeps none) its content's stamp instead (:func:`.rows.content_stamp`), so that its result compares
+    with the row as a read copy does, on every connection. A commit of several rows gives them all the token
+    (one per commit), which the rows without ``external_ids`` do not keep: the content stamp of each is kept
+    by the token (:func:`.rows.keep_result_stamps`), which :func:`.planner._current` compares as a read copy's
+    (a result whose token it does not know is refused, never compared by its version alone). Asked only of
+    a plan with such puts (``plan.bare``): an ordinary one's result carries its token, at no cost.
+    """
+    if len(plan.puts) == 1 and len(plan.written) == 1:
+        (written,) = plan.written.values()
+        if EXTERNAL_IDS not in written.row:
+            return content_stamp(written.doc.state.digest)
+    token = int(plan.token, 16)
+    keep_result_stamps(
+        token,
+        {
+            key: content_stamp(written.doc.state.digest)
+            for key, written in plan.written.items()
+            if EXTERNAL_IDS not in written.row
+        },
+    )
+    return token
 
 
 def _fence_lost(fence: LockHandle, outcome: Outcome) -> errors.NbdbError:

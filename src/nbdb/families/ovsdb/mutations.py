@@ -30,9 +30,10 @@ than :data:`.rows.MARK_LIFETIME` (a writer that died).
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -40,11 +41,12 @@ from nbdb import errors
 from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.datum import atom_from_wire, atom_to_wire, cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
-from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, stale_marks
+from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, expired_ledger_marks, stale_marks
 from nbdb.families.ovsdb.spellings import stored_spellings
 from nbdb.spi import FieldChange, Mutate, RefKey
 
 __all__ = [
+    "LedgerBook",
     "MarkBook",
     "MutationPlan",
     "Whole",
@@ -86,6 +88,40 @@ class MarkBook:
                 self._done.move_to_end(key)
             while len(self._done) > _BOOK_LIMIT:
                 self._done.popitem(last=False)
+
+
+class LedgerBook:
+    """A writer's settled marks in the ledger row (``NB_Global.external_ids``, see :func:`.planner._plan_ledger`).
+
+    Its next commit that marks the ledger drops them; its first settled one also has the row read once, to
+    drop the same way the marks more than :data:`.rows.LEDGER_SKEW` past their expiry (writers that died, or
+    lost their replies and gave up: :func:`.rows.expired_ledger_marks`), never one a writer may still need.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: set[str] = set()
+        self._swept = False
+
+    def droppable(self) -> list[str]:
+        with self._lock:
+            return sorted(self._done)
+
+    def settled(self, mark: str, dropped: Iterable[str], read: Callable[[], Mapping[str, str]]) -> None:
+        """A commit that marked the ledger was acknowledged; ``read`` gives the row's ``external_ids``."""
+        with self._lock:
+            self._done.difference_update(dropped)
+            self._done.add(mark)
+            sweep, self._swept = not self._swept, True
+            if len(self._done) > _BOOK_LIMIT:
+                self._done.clear()  # (left to the lifetime rule)
+        if sweep:
+            try:
+                stale = expired_ledger_marks(read(), time.time())
+            except errors.BackendUnavailableError:
+                return
+            with self._lock:
+                self._done.update(stale)
 
 
 @dataclass(slots=True)

@@ -87,6 +87,10 @@ OVN_BINDINGS: tuple[TableBinding, ...] = (
 )
 """nbdb model table -> ``OVN_Northbound`` table, with the children's parent set columns."""
 
+LEDGER_TABLES: dict[str, str] = {OVN_NB_DATABASE: "NB_Global", "OVN_Southbound": "SB_Global"}
+"""Database -> its one-row configuration table, whose ``external_ids`` holds the commit marks of commits that
+write only rows without ``external_ids`` (OVN's ``Load_Balancer_Group``): see :mod:`.planner`, *ledger*."""
+
 SERVER_TABLES: dict[str, frozenset[str]] = {OVN_NB_DATABASE: frozenset({"NB_Global", "Connection", "SSL"})}
 """Tables of a database that configure its server and its readers, no logical network: no model maps
 them, and a copy of the network leaves them where they are (see ``unmodelled``)."""

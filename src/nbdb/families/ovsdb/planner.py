@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +46,12 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.delta import column_delta
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
-from nbdb.families.ovsdb.mutations import MarkBook, is_native, plan_mutation
+from nbdb.families.ovsdb.mutations import MarkBook, is_native, mark_of, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
+from nbdb.families.ovsdb.ovn import LEDGER_TABLES
 from nbdb.families.ovsdb.replica import IdKey, Replica
 from nbdb.families.ovsdb.rows import (
+    CONTENT_STAMP,
     EXT_EXPIRES,
     EXT_FIELD,
     EXT_MARK,
@@ -58,13 +60,16 @@ from nbdb.families.ovsdb.rows import (
     EXT_TTL,
     EXT_TXN,
     EXT_VERSION,
+    LEDGER_SETTLE,
     Row,
     Written,
     carried,
     new_row,
     next_version,
+    no_external_ids,
     push_window,
     render_written_as,
+    result_stamp,
     sealed,
     to_keep,
 )
@@ -109,6 +114,18 @@ class Plan:
     """The unique values the commit's rows hold afterwards (to name the holder when it is refused)."""
     written: dict[IdKey, Written] = field(default_factory=dict)
     """(table, id.int) -> each put row as written, its parents, its document and wire form (:meth:`.Replica.expect`)."""
+    unchanged: frozenset[IdKey] = frozenset()
+    """(table, id.int) of each put to a row without ``external_ids`` that changes none of its columns:
+    nothing is written, and the object keeps the version it has (the replica sees no change to count)."""
+    ledger: tuple[str, str, str] | None = None
+    """(table, mark, stamp) of the commit's mark in the database's one-row configuration table
+    (``NB_Global.external_ids``), when no row it writes can hold its token (see :func:`_plan_ledger`)."""
+    settled: bool = False
+    """Its reply was lost and it was settled as landed, from a replica synced after it (:func:`.settle.reflects`)."""
+    ledger_dropped: Sequence[str] = ()
+    """The writer's settled marks that the commit drops from that row."""
+    bare: int = 0
+    """How many puts are to rows without ``external_ids``: 0 (every ordinary commit) asks no ledger or stamp work."""
     refused: errors.ValidationError | None = None
     """Why the commit cannot be sent (no operations then), unless another row holds one of its
     :attr:`unique` values: the caller names that holder first (:meth:`.data.OvsdbDataApi._unique_holder`)."""
@@ -272,27 +289,47 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         if isinstance(op, Delete) and op.if_exists:
             return None
         raise rules.not_found(key)
-    rules.expected_version(op, record.version)
     written = op.expect_written
-    if written is not None:
-        # Is the copy of an earlier creation of the id? The plan's ``wait`` on the row's exact stored content
-        # (its ``nbdb:txn`` window included) makes what the replica shows the server's row at commit, so this
-        # compare is atomic with the commit. A copy decoded from a record carries the token of the nbdb commit
-        # that wrote it (rows.written_token, the same on every replica and client): stale when the row's is
-        # another. A write's result carries its commit's revision, which carries
-        # the commit's token (family._result, on every connection: another Database's result too): the put
-        # carries that token (nbdb.models.base.written_of), compared as a read copy's. What is left a Revision
-        # carries none (a mutation's read-back, whose row keeps the token of the commit that put it; an
-        # unpickled or deep-copied result keeps its token, nbdb.revision.Revision.__reduce__): compared with
-        # the clock: stale when it is of this connection's and the replica saw the row change after it (at
-        # one version: deleted and created again); another clock's says nothing here, compared by its
-        # version alone, as a copy built by hand.
-        if type(written) is Revision:
-            stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
-        else:
-            stale = rules.written_differs(written, record.written)
-        if stale:
-            raise rules.recreated(key, record.version)
+    if (
+        written is not None
+        and type(written) is not Revision
+        and record.written is not None
+        and record.written >= CONTENT_STAMP
+    ):
+        # A row without external_ids: its stamp is its content (rows.content_stamp), and the copy's is the
+        # content it was read or written with. Another is a change the copy never saw, on any connection,
+        # or a re-creation of other content: the plan's ``wait`` on the replica's row (the copy's content,
+        # then) makes this compare the server's. It is the whole check: the version (each connection's count
+        # of the contents it saw) is not compared, which refused an unchanged row's copy on a connection
+        # started after it changed. A commit token (a result of a transaction that put other rows too) is
+        # turned into the content that commit wrote the row with (rows.result_stamp); one not known here (an
+        # unpickled result, another process's) is refused, never compared by its version alone.
+        if written < CONTENT_STAMP:
+            written = result_stamp(written, (op.table, op.id.int))
+        if written != record.written:
+            raise rules.changed_since_read(key, record.version)
+    else:
+        rules.expected_version(op, record.version)
+        if written is not None:
+            # Is the copy of an earlier creation of the id? The plan's ``wait`` on the row's exact stored
+            # content (its ``nbdb:txn`` window included) makes what the replica shows the server's row at
+            # commit, so this compare is atomic with the commit. A copy decoded from a record carries the
+            # token of the nbdb commit that wrote it (rows.written_token, the same on every replica and
+            # client): stale when the row's is another. A write's result carries its commit's revision, which
+            # carries the commit's token (family._result, on every connection: another Database's result
+            # too): the put carries that token (nbdb.models.base.written_of), compared as a read copy's. What
+            # is left a Revision carries none (a mutation's read-back, whose row keeps the token of the commit
+            # that put it; an unpickled or deep-copied result keeps its token,
+            # nbdb.revision.Revision.__reduce__): compared with the clock: stale when it is of this
+            # connection's and the replica saw the row change after it (at one version: deleted and created
+            # again); another clock's says nothing here, compared by its version alone, as a copy built by
+            # hand.
+            if type(written) is Revision:
+                stale = written.scope is replica.clock and written < replica.changed_at.get((op.table, op.id.int), 0)
+            else:
+                stale = rules.written_differs(written, record.written)
+            if stale:
+                raise rules.recreated(key, record.version)
     if record.topic != op.topic:
         raise rules.topic_changed(key, record.topic, op.topic)
     return record
@@ -307,13 +344,16 @@ def plan_commit(
     now: float | None = None,
     fence: str | None = None,
     book: MarkBook | None = None,
+    ledger_drop: Callable[[], Sequence[str]] | None = None,
 ) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
     ``now`` is the wall-clock time the commit started (ttl deadlines and
     mutation marks are stamped with it); ``fence`` the OVSDB lock the
     commit asserts; ``book`` the writer's settled mutation marks (dropped
-    from the rows it writes). Raises the nbdb error the replica already shows
+    from the rows it writes); ``ledger_drop`` gives its settled ledger marks (dropped
+    by a commit that writes one, see :func:`_plan_ledger`; asked only then). Raises the nbdb
+    error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError; CorruptRecordError for an update of a row another writer
     set at a version nbdb cannot write past); the caller confirms it against a
@@ -342,6 +382,7 @@ def plan_commit(
         created = {(t, i.int) for t, i in shape.created}
         mortal = {(op.table, op.id.int) for op in ops if isinstance(op, Put) and op.ttl is not None}
     plan = Plan(db, token, replica.namespace)
+    bare = 0  # puts of rows without external_ids: they keep no token
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
     stages = _Stages()
@@ -386,9 +427,13 @@ def plan_commit(
             # Never 2**63 or more, which no read takes back (CorruptRecordError: see next_version).
             version = 1 if record is None else next_version(op.table, op.id, record.version)
             refs = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
+            if record is not None and plan.unchanged and ikey in plan.unchanged:
+                version = record.version
             new_refs[ikey] = (key, refs)
             _plan_unique(plan, stages, tm, op, held)
             plan.puts[ikey] = version
+            if tm.external_ids is None:
+                bare += 1
             plan.versions.append(version)
         else:
             _plan_delete(plan, stages, mapping, tm, op, old_parents, row, deleted)
@@ -405,6 +450,10 @@ def plan_commit(
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
+    plan.bare = bare
+    if bare and not plan.marks and bare == len(plan.puts) and len(plan.unchanged) < bare:
+        # (Unless every put changes nothing: a no-op writes nothing, not even a mark.)
+        _plan_ledger(plan, stages, mapping, db, now, ledger_drop)
     try:
         staged = stages.ops()
     except errors.ValidationError as exc:
@@ -485,6 +534,9 @@ def _plan_put(
         raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
     new = new_row(tm, doc)
     cells, wire, ext, parents, values = new
+    bare = tm.external_ids is None
+    if bare:
+        _check_bare(tm, op, plan.namespace)
     if op.topic is not None:
         ext[EXT_TOPIC] = op.topic
     if plan.namespace:
@@ -530,13 +582,21 @@ def _plan_put(
                 changed[c] = wire[c]
             else:
                 mutations += delta
-    written: Row = {**cells, EXTERNAL_IDS: ext}
+    if bare:
+        # No external_ids to write nbdb's bookkeeping in: the row is its mapped columns alone. An
+        # update that changes none of them is no write at all (the server would show no change):
+        # the object keeps its version (see Plan.unchanged).
+        ext = {}
+        if row is not None and not changed and not mutations:
+            plan.unchanged |= {(op.table, op.id.int)}  # (rare: no set made for every plan)
+    written: Row = dict(cells) if bare else {**cells, EXTERNAL_IDS: ext}
     # Rendered once here (its digest is stored in the row), and kept: the replica takes this
     # document when the update shows the row as written, instead of rendering it again.
     optional, loose = _read_back(tm)
     source = source_as_written(tm, respelled, values, doc) if respelled else doc
     rendered, same = render_written_as(tm, op.id, written, parents, values, source, optional, loose, id_text)
-    wire[EXTERNAL_IDS] = wire_map(ext.items())
+    if not bare:
+        wire[EXTERNAL_IDS] = wire_map(ext.items())
     # The stored copy the Database validated, for the readers of the row read back as written: only
     # if the row's document is the copy's exactly (a mapping that reads a field back otherwise,
     # another's value: they decode it), and if nothing in the copy can change in place (a list
@@ -551,10 +611,13 @@ def _plan_put(
             stages.unfilled[(tm.db_table, op.id.int)] = (inserted, tm.held_at_least_one, key)
         stages.body.append((insert, ("insert", key)))
     else:
-        changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
+        if not bare:
+            changed[EXTERNAL_IDS] = wire[EXTERNAL_IDS]
         changed.update(keys)
         where = [["_uuid", "==", ["uuid", id_text]]]
-        stages.body.append(({"op": "update", "table": tm.db_table, "where": where, "row": changed}, ("update", key)))
+        if changed:
+            update = {"op": "update", "table": tm.db_table, "where": where, "row": changed}
+            stages.body.append((update, ("update", key)))
         if mutations:
             mutate = {"op": "mutate", "table": tm.db_table, "where": where, "mutations": mutations}
             stages.body.append((mutate, ("update", key)))
@@ -583,6 +646,57 @@ def _plan_put(
     # The references of the document as it will be read back: the written row's, rendered above
     # (refs_of(tm, doc) gives the same set: each reference field renders from its own cell).
     return rendered.refs
+
+
+def _plan_ledger(
+    plan: Plan, stages: _Stages, mapping: Mapping_, db: str, now: float, ledger_drop: Callable[[], Sequence[str]] | None
+) -> None:
+    """The commit's mark in the *ledger*, when every row it puts lacks ``external_ids`` (OVN's ``Load_Balancer_Group``).
+
+    Such a row keeps no commit token, and its content says nothing after a lost reply (it may have
+    met the commit and been put back by another writer since). The commit then marks the database's
+    one-row configuration table instead (``NB_Global.external_ids:nbdb:m:<token>``, holding its expiry:
+    :data:`.rows.LEDGER_SETTLE`), and waits first for that mark to be absent and for the row to exist (without it the
+    mark would land nowhere): whether the mark is there tells whether it landed, a copy sent again lands
+    at most once, and a copy refused by the mark says the first landed. The writer drops its settled marks
+    at its next such commit; a database without such a table (a generated schema) has none, and a lost
+    reply there is CommitUnknownError unless another row of the commit tells.
+    """
+    table = LEDGER_TABLES.get(db)
+    schema = mapping.schemas.get(db)
+    if table is None or schema is None or (tschema := schema.table(table)) is None:
+        return
+    if EXTERNAL_IDS not in tschema.columns:
+        return
+    drop = () if ledger_drop is None else ledger_drop()
+    mark, stamp = mark_of(plan.token, now + LEDGER_SETTLE)  # its expiry: see rows.LEDGER_SETTLE
+    marked = wire_map([(mark, stamp)])
+    present: dict[str, Any] = {
+        "op": "wait",
+        "table": table,
+        "timeout": 0,
+        "where": [],
+        "columns": [],
+        "until": "!=",
+        "rows": [],
+    }
+    absent = wait(table, [[EXTERNAL_IDS, "includes", marked]], [])
+    mutations: list[list[Any]] = [[EXTERNAL_IDS, "insert", marked]]
+    if drop:
+        mutations.insert(0, [EXTERNAL_IDS, "delete", ["set", sorted(drop)]])
+    at = 1 if stages.head and stages.head[0][0]["op"] == "assert" else 0
+    stages.head[at:at] = [(absent, ("marked", None)), (present, ("ledger", table))]
+    mutate = {"op": "mutate", "table": table, "where": [], "mutations": mutations}
+    stages.body.append((mutate, ("ledger", table)))
+    plan.ledger = (table, mark, stamp)
+    plan.ledger_dropped = sorted(drop)
+
+
+def _check_bare(tm: TableMap, op: Put, namespace: str) -> None:
+    """Refuse a put to a table without ``external_ids`` of what only ``external_ids`` could hold."""
+    for what, given in (("a topic", op.topic is not None), ("a ttl", op.ttl is not None), ("a namespace", namespace)):
+        if given:
+            raise errors.UnsupportedError(f"{op.table} {op.id}: {no_external_ids(tm, what)}")
 
 
 def _bookkeeping(book: MarkBook, key: RefKey, ext: Mapping[str, str], now: float) -> tuple[dict[str, str], list[str]]:
@@ -746,8 +860,8 @@ def _check_unreferenced(
             waited = True
             cm = stm.columns[name]
             if stm.external_ids is None and cm.type.key.ref_type == "weak":
-                # A table nbdb cannot write (Backend.unwritable): the commit does not drop the reference
-                # (see Backend.unwritable), ovsdb-server does, as the row goes.
+                # A table without external_ids: a plain delete does not rewrite its row (nbdb.cascade plans no drop
+                # it need not); ovsdb-server drops the weak reference in the same commit, as the row goes.
                 continue
             if cm.type.is_set:
                 where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]

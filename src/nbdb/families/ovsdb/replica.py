@@ -36,6 +36,7 @@ from nbdb.families.ovsdb.rows import (
     Shared,
     VersionBook,
     Written,
+    content_stamp,
     kept_wire,
     parse_window,
     plain_state,
@@ -765,7 +766,12 @@ class Replica:
             if merged is None and not (synthetic or initial) and _commits_since(before, row) > 1:
                 merged = ref
             version = self.versions.version(table, key[1], doc.state)
-            written = None if row is None else written_token(row.get(EXTERNAL_IDS) or {})
+            if row is None:
+                written = None
+            elif tm.external_ids is None:
+                written = content_stamp(doc.state.digest)  # no token to keep: its content is its stamp
+            else:
+                written = written_token(row.get(EXTERNAL_IDS) or {})
             new = _new_tuple(Record, (table, id, doc.topic, version, doc.data, None, written))
             self.records[key] = new
             self.states[key] = plain_state(doc.state)

@@ -28,6 +28,7 @@ a mark) changes neither its content nor its version.
 from __future__ import annotations
 
 import base64
+import collections
 import datetime
 import decimal
 import hashlib
@@ -53,6 +54,7 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 __all__ = [
+    "CONTENT_STAMP",
     "EXT_DIGEST",
     "EXT_EXPIRES",
     "EXT_FIELD",
@@ -65,7 +67,10 @@ __all__ = [
     "EXT_TTL",
     "EXT_TXN",
     "EXT_VERSION",
+    "LEDGER_SETTLE",
+    "LEDGER_SKEW",
     "MARK_LIFETIME",
+    "RESULT_STAMPS_KEPT",
     "Doc",
     "KeptMap",
     "NewRow",
@@ -76,7 +81,10 @@ __all__ = [
     "carried",
     "column_value",
     "content_digest",
+    "content_stamp",
+    "expired_ledger_marks",
     "field_cell",
+    "keep_result_stamps",
     "kept_wire",
     "new_row",
     "new_token",
@@ -89,6 +97,7 @@ __all__ = [
     "render",
     "render_written",
     "render_written_as",
+    "result_stamp",
     "row_namespace",
     "same_content",
     "sealed",
@@ -114,6 +123,16 @@ EXT_MARK = "nbdb:m:"
 
 MARK_LIFETIME = 300.0
 """Seconds a mutation's mark is kept: far longer than a commit may take to settle a lost reply."""
+
+LEDGER_SETTLE = 600.0
+"""Seconds, on the writer's own monotonic clock from its start, that a commit marking the ledger
+(``NB_Global.external_ids``, see :func:`.planner._plan_ledger`) may rely on its mark: it is sent, settled and
+sent again only within them (the commit's deadline is capped at them), and its mark holds the wall-clock
+time they end (its *expiry*). A commit still unsettled then is CommitUnknownError."""
+
+LEDGER_SKEW = 3600.0
+"""Seconds past a ledger mark's expiry before another writer drops it (:func:`expired_ledger_marks`): the
+clocks of the writers may disagree by that much, and a mark is never dropped while its writer may need it."""
 
 WINDOW = 4
 """How many (token, version) pairs a row keeps: enough to see one's own write under a few later ones."""
@@ -410,6 +429,70 @@ def written_token(ext: Mapping[str, str]) -> int | None:
         return int(txn[:16], 16)
     except ValueError:
         return None
+
+
+CONTENT_STAMP = 1 << 80
+"""Where :func:`content_stamp` numbers start: past every commit token (:func:`written_token`, below ``2**64``)."""
+
+
+def content_stamp(digest: str) -> int:
+    """The :attr:`nbdb.spi.Record.written` of a row without ``external_ids`` (``Load_Balancer_Group``): its content.
+
+    Such a row keeps no commit token, so what a copy of it was read at is its content: the digest of its
+    document (``RowState.digest``, the same on every client), as a number past every token. A copy whose
+    stamp is not the row's is stale, whichever connection read it and whether or not the row was deleted
+    and created again since (a re-creation of the same content is the same state, and passes).
+    """
+    return CONTENT_STAMP + int(digest, 16)
+
+
+RESULT_STAMPS_KEPT = 65536
+"""How many rows' :func:`result_stamp` a process keeps, over the newest commits (the oldest dropped first): a result
+of an older one is refused (:func:`result_stamp` knows no content for it), never compared by its version alone.
+Bounded by rows, not commits: a commit of many rows without ``external_ids`` holds that many stamps."""
+
+_result_stamps: dict[int, dict[tuple[str, int], int]] = {}
+_result_order: collections.deque[tuple[int, dict[tuple[str, int], int]]] = collections.deque()
+"""The commits kept, oldest first, each with its stamps: dropping the oldest costs O(1) (a dict's first key,
+found by ``next(iter(...))``, is a scan past every entry deleted before it)."""
+_result_rows = 0
+"""The rows :data:`_result_order` holds (at least those :data:`_result_stamps` does)."""
+_result_stamps_lock = threading.Lock()
+
+
+def keep_result_stamps(token: int, stamps: dict[tuple[str, int], int]) -> None:
+    """Keep the content stamp of each row without ``external_ids`` a commit of several rows put (by its token).
+
+    Such a commit's results carry its token as their stamp (:attr:`nbdb.revision.Revision.written`, one per
+    commit), which the rows without ``external_ids`` do not keep (:func:`content_stamp`): :func:`result_stamp`
+    turns it back into the content each was written with, in this process, on every connection. The oldest
+    commits are dropped until this one fits in :data:`RESULT_STAMPS_KEPT` rows; one of more rows than that is
+    not kept (nor anything dropped for it): its results are refused as a later compare-and-swap's copy.
+    """
+    global _result_rows
+    size = len(stamps)
+    if not size or size > RESULT_STAMPS_KEPT:
+        return
+    with _result_stamps_lock:
+        while _result_order and _result_rows + size > RESULT_STAMPS_KEPT:
+            old, kept = _result_order.popleft()
+            _result_rows -= len(kept)
+            if _result_stamps.get(old) is kept:
+                del _result_stamps[old]
+        _result_stamps[token] = stamps
+        _result_order.append((token, stamps))
+        _result_rows += size
+
+
+def result_stamp(token: int, key: tuple[str, int]) -> int | None:
+    """The content stamp the commit ``token`` wrote row ``key`` (table, id) with (:func:`keep_result_stamps`).
+
+    None: not known here (another process's result, an unpickled one, one dropped for the newest
+    :data:`RESULT_STAMPS_KEPT` rows, or one of more rows than that): the caller refuses the copy rather than
+    compare its version alone.
+    """
+    stamps = _result_stamps.get(token)
+    return None if stamps is None else stamps.get(key)
 
 
 def _newest(text: str) -> int | None:
@@ -825,12 +908,18 @@ class NewRow(NamedTuple):
     """Field -> the value the document rendered from the cells holds (see :func:`render_written`)."""
 
 
-def no_external_ids(tm: TableMap) -> str:
-    """Why a table without ``external_ids`` cannot be written through nbdb."""
-    return (
-        f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps an object's version and topic: "
-        "its rows can be read, not written, through nbdb"
-    )
+def no_external_ids(tm: TableMap, what: str) -> str:
+    """Why ``what`` cannot be written to a row of a table without ``external_ids`` (OVN's ``Load_Balancer_Group``).
+
+    Such rows are written with only their mapped columns: their version is counted by each connection
+    from the changes it sees, their compare-and-swap compares the content of the caller's copy
+    (:func:`content_stamp`), and a commit whose reply was lost is settled by its mark in the database's
+    configuration row (``NB_Global``/``SB_Global``, :func:`.planner._plan_ledger`), else by the other rows
+    of its transaction, or is CommitUnknownError (:func:`.settle.settle`). What nbdb keeps in
+    ``external_ids`` has nowhere to go: a topic, a namespace, a ttl, a model's own ``external_ids`` or a
+    field kept there.
+    """
+    return f"{tm.db}.{tm.db_table} has no external_ids column, where nbdb keeps {what}: its objects cannot hold it"
 
 
 def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
@@ -839,8 +928,6 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
     Raises ValidationError for a value a column cannot hold, and
     UnsupportedError for a value of a field whose column the served schema lacks.
     """
-    if tm.external_ids is None:
-        raise errors.UnsupportedError(no_external_ids(tm))
     cells: Row = {}
     wire: dict[str, Any] = {}
     values: dict[str, Any] = {}
@@ -910,6 +997,8 @@ def new_row(tm: TableMap, doc: Mapping[str, Any]) -> NewRow:
             if parent is None:
                 raise errors.ValidationError(f"{tm.table}.{name}: not an id: {value!r}")
             parents[name], ext[EXT_PARENT + name] = parent, uuid_text(parent)
+    if ext and tm.external_ids is None:
+        raise errors.UnsupportedError(no_external_ids(tm, f"{sorted(ext)}"))
     return NewRow(cells, wire, ext, parents, values)
 
 
@@ -931,6 +1020,17 @@ def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> d
 def stale_marks(ext: Mapping[str, str], now: float) -> list[str]:
     """The mutation marks of a row that nobody needs any more (to drop them)."""
     horizon = now - MARK_LIFETIME
+    return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
+
+
+def expired_ledger_marks(ext: Mapping[str, str], now: float) -> list[str]:
+    """The marks in the ledger row (its ``external_ids``) past their expiry by more than :data:`LEDGER_SKEW` at ``now``.
+
+    A mark holds its writer's expiry (its start plus :data:`LEDGER_SETTLE`, on its clock); its writer
+    never relies on it after that (its own monotonic clock), so only a clock more than an hour off
+    could drop a mark still needed. Another value (not a number) is not nbdb's: dropped.
+    """
+    horizon = now - LEDGER_SKEW
     return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
 
 

@@ -37,10 +37,24 @@ class Outcome(enum.Enum):
     UNKNOWN = "unknown"
 
 
-def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int) -> Outcome:
+def _put_outcome(plan: Plan, replica: Replica, key: RefKey, version: int, unmarked: bool, resend: bool) -> Outcome:
     tm = replica.mapping.get(key[0])
     row = replica.row(tm, key[1])
-    if row is None:
+    if unmarked and tm.external_ids is None:
+        # The commit's ledger mark is absent: it has not landed. As planned (no row for a create), the
+        # same plan may be sent again (its wait for that mark lets one copy land at most); changed, it
+        # never will (planned again under its token and mark: still at most one copy).
+        expected = plan.expected.get((key[0], key[1].int))
+        if (row is None and expected is None) or (
+            row is not None and expected is not None and stored_columns(tm, row) == expected
+        ):
+            return Outcome.PENDING
+        return Outcome.NOT_LANDED if resend else Outcome.PENDING
+    if row is None or tm.external_ids is None:
+        # A row without external_ids (OVN's Load_Balancer_Group) keeps no token: as planned, it may
+        # have met the commit and another writer put its content back since (a monitor's merged
+        # update shows neither change), so sending again could apply it twice; changed, it may be
+        # this commit's doing. It says nothing: the other rows of the commit decide, else unknown.
         return Outcome.UNKNOWN
     ext = row.get(EXTERNAL_IDS) or {}
     window = parse_window(ext.get(EXT_TXN))
@@ -91,7 +105,8 @@ def _column_moved(plan: Plan, row: Mapping[str, Any], key: RefKey) -> bool:
 def reflects(plan: Plan, replica: Replica) -> bool:
     """Whether the replica shows a commit that succeeded, or a later state: read-your-writes holds.
 
-    Every put row carries its token, or a later nbdb version (the commit
+    Every put row carries its token, or a later nbdb version (a row without ``external_ids``: the
+    version this connection counts for it is the commit's or later) (the commit
     compared the row, so a later version was written on top of it: the
     token may have left the row's short window while this client's monitor
     sent several commits merged, as after a reconnect); its marks are there;
@@ -114,6 +129,14 @@ def reflects(plan: Plan, replica: Replica) -> bool:
                 return False
         elif row is None:
             return False
+        elif tm.external_ids is None:
+            # No token to look for: the version this connection counts for the row (every change
+            # it sees bumps it; the commit compared the row, so the count is at or past the plan's).
+            # Settled after a lost reply, the replica was synced past the commit already: another writer
+            # may have put the row back since, in an update that showed this one no change to count.
+            record = replica.record(key[0], key[1])
+            if record is None or (record.version < version and not plan.settled):
+                return False
         else:
             ext = row.get(EXTERNAL_IDS) or {}
             if (plan.token, version) not in parse_window(ext.get(EXT_TXN)) and written_version(ext) <= version:
@@ -121,7 +144,7 @@ def reflects(plan: Plan, replica: Replica) -> bool:
     return True
 
 
-def settle(plan: Plan, replica: Replica, resend: bool = True) -> Outcome:
+def settle(plan: Plan, replica: Replica, resend: bool = True, unmarked: bool = False) -> Outcome:
     """Whether a commit whose reply was lost landed, from a replica synced after it (call under ``cond``).
 
     Decisive answers come from the commit token in the put rows and from rows
@@ -137,12 +160,16 @@ def settle(plan: Plan, replica: Replica, resend: bool = True) -> Outcome:
     the mutation's mark absent, say NOT_LANDED: should the column come back to the value compared
     and the copy sent before land after all, the new plan's ``wait`` for the same mark keeps it
     to one copy. Otherwise it is PENDING, as any mutation without its mark.
+
+    ``unmarked``: the server showed the commit's ledger mark absent (:func:`.planner._plan_ledger`; its
+    presence is LANDED, told before): its rows without ``external_ids`` then vote as such a mutation's.
+    Without a ledger they keep no evidence and vote UNKNOWN.
     """
     votes: list[Outcome] = []
     for key in plan.keys:
         version = plan.puts.get((key[0], key[1].int))
         if version is not None:
-            votes.append(_put_outcome(plan, replica, key, version))
+            votes.append(_put_outcome(plan, replica, key, version, unmarked, resend))
             continue
         tm = replica.mapping.get(key[0])
         row = replica.row(tm, key[1])
