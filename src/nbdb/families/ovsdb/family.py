@@ -566,7 +566,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     # planner compares a result's token with its row's, as a read copy's, never its revision
                     # with the clock's (a revision read before the commit showed was refused once the update
                     # came as 'created again').
-                    written = _written_stamp(plan) if plan.bare else int(plan.token, 16)  # (no call: an ordinary commit)
+                    written = (
+                        _written_stamp(plan) if plan.bare else int(plan.token, 16)
+                    )  # (no call: an ordinary commit)
                     stamp = Revision(revision or replica.revision, self.clock, written)
                     result = CommitResult(stamp, versions, frozenset(plan.skipped))
                     if not undone:
