@@ -51,7 +51,6 @@ from nbdb.families.ovsdb.rows import (
     EXT_RAW,
     EXT_TOPIC,
     LEDGER_SETTLE,
-    content_stamp,
     keep_result_stamps,
     new_token,
     no_external_ids,
@@ -595,14 +594,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         an unseen row took its write for lost, and a watch from it never heard the row was gone.
         """
         replica = self.replica
-        token = int(plan.token, 16)
         rows = []
         for key, written in plan.written.items():
             if key not in unseen:
                 continue
             table, id = key[0], uuid.UUID(int=key[1])
             doc = written.doc
-            record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, token)
+            record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, plan.stamp_of(key))
             rows.append((record, replica.record(table, id)))
         before = replica.revision
         replica.merged_away(rows)
@@ -791,18 +789,10 @@ def _written_stamp(plan: Plan) -> int:
     a plan with such puts (``plan.bare``): an ordinary one's result carries its token, at no cost.
     """
     if len(plan.puts) == 1 and len(plan.written) == 1:
-        (written,) = plan.written.values()
-        if EXTERNAL_IDS not in written.row:
-            return content_stamp(written.doc.state.digest)
+        (key,) = plan.written
+        return plan.stamp_of(key)  # (a row with external_ids: the token)
     token = int(plan.token, 16)
-    keep_result_stamps(
-        token,
-        {
-            key: content_stamp(written.doc.state.digest)
-            for key, written in plan.written.items()
-            if EXTERNAL_IDS not in written.row
-        },
-    )
+    keep_result_stamps(token, {key: stamp for key in plan.written if (stamp := plan.stamp_of(key)) != token})
     return token
 
 

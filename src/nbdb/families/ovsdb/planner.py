@@ -64,6 +64,7 @@ from nbdb.families.ovsdb.rows import (
     Row,
     Written,
     carried,
+    content_stamp,
     new_row,
     next_version,
     no_external_ids,
@@ -133,6 +134,17 @@ class Plan:
     def reason(self, index: int) -> tuple[str, Any]:
         """Why operation ``index`` is in the plan (``("commit", None)`` past the end)."""
         return self.reasons[index] if index < len(self.reasons) else ("commit", None)
+
+    def stamp_of(self, key: IdKey) -> int:
+        """The ``written`` stamp of row ``key`` as this commit put it (a key of :attr:`written`).
+
+        The commit's token, which the row keeps; a row without ``external_ids`` keeps none, and its
+        stamp is its content's (:func:`.rows.content_stamp`), as the replica stamps it when it shows it.
+        """
+        written = self.written[key]
+        if EXTERNAL_IDS in written.row:
+            return int(self.token, 16)
+        return content_stamp(written.doc.state.digest)
 
 
 _NO_PARENTS: Mapping[str, uuid.UUID] = {}

@@ -213,10 +213,11 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
     of just one of its rows: the revision found shows the others only, and the caller must still tell
     of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result calls it lost.
     """
-    token = int(plan.token, 16)
     puts = plan.puts
     keys = {(table, id.int) for table, id in plan.keys if not (plan.marks and (table, id) in plan.marks)}
     unseen = {key for key in plan.written if key in keys}
+    # Each row shows the commit by its stamp: the token, or a row without external_ids its content's.
+    stamps = {key: plan.stamp_of(key) for key in unseen}
     revision = 0
     for change in reversed(replica.history):
         key = (change.table, change.id.int)
@@ -224,7 +225,7 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
             continue
         new = change.new
         if puts:
-            if new is not None and key in puts and new.written == token:
+            if new is not None and key in puts and new.written == stamps.get(key):
                 revision = revision or change.revision
                 unseen.discard(key)
                 if not unseen:
@@ -234,6 +235,6 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
             break
     for key in list(unseen):
         record = replica.record(key[0], uuid.UUID(int=key[1]))
-        if record is not None and record.written == token:
+        if record is not None and record.written == stamps[key]:
             unseen.discard(key)
     return revision, frozenset(unseen)
