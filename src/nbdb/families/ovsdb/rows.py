@@ -1015,7 +1015,7 @@ def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> d
 
 
 def stale_marks(ext: Mapping[str, str], now: float) -> list[str]:
-    """The marks in ``ext`` (a row's ``external_ids``, or the ledger's) past their expiry by more than :data:`LEDGER_SKEW` at ``now``.
+    """The marks in ``ext`` (a row's ``external_ids``, or the ledger's) more than :data:`LEDGER_SKEW` past their expiry.
 
     A mark holds its writer's expiry (its start plus :data:`LEDGER_SETTLE`, on its clock); its writer
     never relies on it after that (its own monotonic clock), so only a clock more than an hour off
