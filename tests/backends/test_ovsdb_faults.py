@@ -24,7 +24,7 @@ import pytest
 
 import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend
-from nbdb.models import LoadBalancerGroup, LogicalSwitch, LogicalSwitchPort
+from nbdb.models import LoadBalancerGroup, LogicalSwitch, LogicalSwitchPort, PortGroup
 from nbdb.testing.ovsdb import OvsdbServer
 
 from .test_ovsdb_generated import _generate
@@ -649,6 +649,39 @@ def test_lost_reply_of_a_group_update_whose_mark_another_writer_swept_is_never_a
         pass  # unknowable is an honest answer; applying it a second time is not
     assert proxy.cut.is_set()
     assert other.get(LoadBalancerGroup, group.id).name == f"g-{s}", "the update was applied twice"
+
+
+def test_lost_reply_of_a_mutation_whose_mark_another_writer_swept_is_never_applied_twice(
+    proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 12: a native mutation's mark held the second it was planned, on its writer's clock, and any writer's
+    next write of the row dropped marks older than five minutes on its own clock. A writer 400 s behind (or one
+    settling longer than five minutes: timeout was capped at ten) had its mark dropped while its reply was lost;
+    the mark absent read as "not landed" and the same mutation was sent again: applied twice (the port another
+    writer took out after it landed was back)."""
+    import time as real_time
+
+    import nbdb.families.ovsdb.family as family
+
+    mine, other = clients
+    s = uuid.uuid4().hex[:8]
+    switch = mine.create(LogicalSwitch(name=f"sw-{s}"))
+    port = mine.create(LogicalSwitchPort(switch=switch, name=f"p-{s}"))
+    group = mine.create(PortGroup(name=f"pg_{s}"))
+    monkeypatch.setattr(family, "time", _Behind(400.0))  # this writer's clock, as it plans the mutation
+
+    def undo_and_sweep() -> None:
+        monkeypatch.setattr(family, "time", real_time)  # the other writer's clock (the mutation is planned)
+        assert port.id in other.get(PortGroup, group.id).ports  # it landed
+        other.mutate((PortGroup, group.id), remove={"ports": [port]})  # its write drops the marks it finds stale
+
+    _cut(proxy, port.id, undo_and_sweep)
+    try:
+        mine.mutate(group, add={"ports": [port]})
+    except nbdb.CommitUnknownError:
+        pass  # unknowable is an honest answer; applying it a second time is not
+    assert proxy.cut.is_set()
+    assert port.id not in other.get(PortGroup, group.id).ports, "the mutation was applied twice"
 
 
 def test_an_update_of_a_load_balancer_group_that_changes_nothing_writes_no_mark(

@@ -21,7 +21,7 @@ from nbdb.families.ovsdb.datum import cell_from_wire, cell_to_wire, default_cell
 from nbdb.families.ovsdb.mutations import MarkBook
 from nbdb.families.ovsdb.pages import Listings, state_at
 from nbdb.families.ovsdb.planner import plan_commit
-from nbdb.families.ovsdb.rows import EXT_EXPIRES, EXT_MARK, EXT_TTL, MARK_LIFETIME, VersionBook, carried
+from nbdb.families.ovsdb.rows import EXT_EXPIRES, EXT_MARK, EXT_TTL, LEDGER_SKEW, VersionBook, carried
 from nbdb.families.ovsdb.schemagen import generate_schema
 from nbdb.families.ovsdb.settle import Outcome, reflects, settle
 from nbdb.families.ovsdb.unique import holder_where, key_cells
@@ -358,14 +358,15 @@ def test_the_writers_settled_marks_and_stale_ones_are_dropped_by_its_next_write(
     assert EXT_MARK + "m1" not in ext and EXT_MARK + "m2" in ext
     # Another writer's mark stays while it may still be settling, and goes once stale.
     assert book.droppable(("PortGroup", group.id), ext, 0.0) == []
-    stale = book.droppable(("PortGroup", group.id), ext, float(ext[EXT_MARK + "m2"]) + MARK_LIFETIME + 1)
+    stale = book.droppable(("PortGroup", group.id), ext, float(ext[EXT_MARK + "m2"]) + LEDGER_SKEW + 1)
     assert stale == [EXT_MARK + "m2"]
 
 
 def test_carried_bookkeeping() -> None:
     ext = {EXT_TTL: "5.0", EXT_EXPIRES: "100.0", EXT_MARK + "old": "1", EXT_MARK + "new": "1000", EXT_MARK + "x": "?",
            EXT_MARK + "mine": "1000", "user": "kept elsewhere"}  # fmt: skip
-    assert carried(ext, 1000.0, [EXT_MARK + "mine"]) == {EXT_TTL: "5.0", EXT_EXPIRES: "100.0", EXT_MARK + "new": "1000"}
+    kept = carried(ext, 1000.0 + LEDGER_SKEW, [EXT_MARK + "mine"])
+    assert kept == {EXT_TTL: "5.0", EXT_EXPIRES: "100.0", EXT_MARK + "new": "1000"}
 
 
 # ---------------------------------------------------------------- fences and ttls

@@ -33,10 +33,9 @@ from nbdb.families.ovsdb.rows import (
     EXT_VERSION,
     LEDGER_SETTLE,
     LEDGER_SKEW,
-    MARK_LIFETIME,
     carried,
-    expired_ledger_marks,
     new_row,
+    stale_marks,
     stored_columns,
 )
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
@@ -114,7 +113,7 @@ def test_a_parent_that_is_no_id_is_refused_every_time_and_the_known_ids_stay_bou
 
 _NOW = 1_000_000.0
 _MARKS = st.sampled_from(["a", "b", "c", "d"]).map(lambda t: EXT_MARK + t)
-_MARK_VALUES = st.sampled_from([str(int(_NOW)), str(int(_NOW - 2 * MARK_LIFETIME)), "junk", ""])
+_MARK_VALUES = st.sampled_from([str(int(_NOW)), str(int(_NOW - 2 * LEDGER_SKEW)), "junk", ""])
 _EXT = st.dictionaries(
     st.one_of(_MARKS, st.sampled_from([EXT_TTL, EXT_EXPIRES, EXT_VERSION, "user", "nbdb:field:x"])),
     _MARK_VALUES,
@@ -340,19 +339,37 @@ def test_the_default_cells_an_update_compares_with_are_made_once_per_table_as_th
     st.floats(min_value=-LEDGER_SETTLE - LEDGER_SKEW, max_value=LEDGER_SKEW, allow_nan=False),
     st.floats(min_value=0, max_value=LEDGER_SETTLE),
 )
-def test_a_ledger_mark_is_never_dropped_while_its_writer_may_still_rely_on_it(skew: float, elapsed: float) -> None:
-    """Review of issue 14: a ledger mark holds its writer's expiry (its start + LEDGER_SETTLE, on its clock),
-    and its writer relies on it only within LEDGER_SETTLE of its start (monotonic). Another writer whose clock
-    is off by less than LEDGER_SKEW, at any moment of that, never drops it; the old sweep (marks stamped more
-    than five minutes ago, by the sweeper's clock) did, and the lost reply it settled was applied twice."""
+def test_a_mark_is_never_dropped_while_its_writer_may_still_rely_on_it(skew: float, elapsed: float) -> None:
+    """Review of issue 14 (ledger marks), issue 12 (a native mutation's marks): a mark holds its writer's expiry
+    (its start + LEDGER_SETTLE, on its clock), and its writer relies on it only within LEDGER_SETTLE of its start
+    (monotonic). Another writer whose clock is off by less than LEDGER_SKEW, at any moment of that, never drops
+    it: not from the ledger (stale_marks), nor from a mutated row (MarkBook.droppable, carried by an update).
+    The old sweep (marks stamped more than five minutes ago, by the sweeper's clock) did, and the lost reply
+    it settled was applied twice."""
     writer_start = _NOW
-    _mark, expiry = mark_of("ab" * 8, writer_start + LEDGER_SETTLE)
+    mark, expiry = mark_of("ab" * 8, writer_start)
     sweeper_now = writer_start + elapsed + skew
-    assert expired_ledger_marks({"nbdb:m:" + "ab" * 8: expiry}, sweeper_now) == []
+    ext = {mark: expiry}
+    assert stale_marks(ext, sweeper_now) == []
+    assert MarkBook().droppable(("Port_Group", uuid.UUID(int=1)), ext, sweeper_now) == []
+    assert carried(ext, sweeper_now) == ext
 
 
-def test_a_ledger_mark_past_its_expiry_by_the_skew_margin_is_dropped() -> None:
+@given(st.floats(min_value=-300, max_value=300, exclude_max=True), st.floats(min_value=0, max_value=LEDGER_SETTLE))
+def test_an_older_nbdb_parses_a_mark_and_never_drops_one_its_writer_relies_on(skew: float, elapsed: float) -> None:
+    """Issue 12: older nbdb writers share the database. They read a mark's value as a number (float) and drop it
+    five minutes past that value on their clock; a mark holding its expiry rather than its start is still a
+    number, and lives ten minutes longer there: such a writer within five minutes of the marking one's clock
+    never drops it while it is relied on."""
+    _mark, expiry = mark_of("cd" * 8, _NOW)
+    older_sweeper_now = _NOW + elapsed + skew
+    assert not float(expiry) < older_sweeper_now - 300.0  # the older nbdb's rule (its MARK_LIFETIME)
+
+
+def test_a_mark_past_its_expiry_by_the_skew_margin_is_dropped() -> None:
     key = "nbdb:m:" + "cd" * 8
     expiry = str(int(_NOW))
-    assert expired_ledger_marks({key: expiry, "other": "1"}, _NOW + LEDGER_SKEW + 1) == [key]
-    assert expired_ledger_marks({key: "junk"}, _NOW) == [key]
+    assert stale_marks({key: expiry, "other": "1"}, _NOW + LEDGER_SKEW + 1) == [key]
+    assert stale_marks({key: "junk"}, _NOW) == [key]
+    assert MarkBook().droppable(("Port_Group", uuid.UUID(int=1)), {key: expiry}, _NOW + LEDGER_SKEW + 1) == [key]
+    assert carried({key: expiry}, _NOW + LEDGER_SKEW + 1) == {}

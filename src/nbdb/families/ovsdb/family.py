@@ -327,7 +327,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         lock, transact = (None, self._grouped) if fence is None else self._fenced(fence)
         token = new_token()
         started = time.time()
-        # Capped: a commit that marks the ledger relies on its mark only that long (see rows.LEDGER_SETTLE).
+        # Capped: a commit relies on its marks (a mutation's, the ledger's) only that long (see rows.LEDGER_SETTLE).
         deadline = time.monotonic() + min(self.commit_timeout, LEDGER_SETTLE)
         synced = False
         holder_gone = False

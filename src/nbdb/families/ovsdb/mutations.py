@@ -23,8 +23,9 @@ see :mod:`.rows`) and waits, in the same transaction, for that mark to be
 absent. A copy sent again after a lost reply therefore lands at most once,
 and the replica tells whether the first did (its mark is there). Marks do not
 pile up: a writer's next write of the row drops the marks of its own
-acknowledged mutations (:class:`MarkBook`), and any writer drops marks older
-than :data:`.rows.MARK_LIFETIME` (a writer that died).
+acknowledged mutations (:class:`MarkBook`), and any writer drops marks more
+than :data:`.rows.LEDGER_SKEW` past their expiry (:func:`.rows.stale_marks`: a
+writer that died or gave up), never one a writer may still need.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from nbdb import errors
 from nbdb.families.ovsdb import ops
 from nbdb.families.ovsdb.datum import atom_from_wire, atom_to_wire, cell_to_wire, default_cell, wire_map
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
-from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, expired_ledger_marks, stale_marks
+from nbdb.families.ovsdb.rows import EXT_MARK, EXT_PREFIX, LEDGER_SETTLE, stale_marks
 from nbdb.families.ovsdb.spellings import stored_spellings
 from nbdb.spi import FieldChange, Mutate, RefKey
 
@@ -95,7 +96,7 @@ class LedgerBook:
 
     Its next commit that marks the ledger drops them; its first settled one also has the row read once, to
     drop the same way the marks more than :data:`.rows.LEDGER_SKEW` past their expiry (writers that died, or
-    lost their replies and gave up: :func:`.rows.expired_ledger_marks`), never one a writer may still need.
+    lost their replies and gave up: :func:`.rows.stale_marks`), never one a writer may still need.
     """
 
     def __init__(self) -> None:
@@ -117,7 +118,7 @@ class LedgerBook:
                 self._done.clear()  # (left to the lifetime rule)
         if sweep:
             try:
-                stale = expired_ledger_marks(read(), time.time())
+                stale = stale_marks(read(), time.time())
             except errors.BackendUnavailableError:
                 return
             with self._lock:
@@ -153,8 +154,12 @@ def is_native(tm: TableMap, op: Mutate) -> bool:
 
 
 def mark_of(token: str, now: float) -> tuple[str, str]:
-    """The mark a mutation of commit ``token``, planned at wall-clock ``now``, writes."""
-    return EXT_MARK + token, str(int(now))
+    """The mark commit ``token``, planned at wall-clock ``now``, writes (on a mutated row, or the ledger).
+
+    It holds its expiry, ``now`` plus :data:`.rows.LEDGER_SETTLE` (the longest its writer relies on it),
+    as a whole second: the number older nbdb writers parse (they drop it five minutes past that value).
+    """
+    return EXT_MARK + token, str(int(now + LEDGER_SETTLE))
 
 
 class Whole(Exception):

@@ -60,7 +60,6 @@ from nbdb.families.ovsdb.rows import (
     EXT_TTL,
     EXT_TXN,
     EXT_VERSION,
-    LEDGER_SETTLE,
     Row,
     Written,
     carried,
@@ -681,7 +680,7 @@ def _plan_ledger(
     if EXTERNAL_IDS not in tschema.columns:
         return
     drop = () if ledger_drop is None else ledger_drop()
-    mark, stamp = mark_of(plan.token, now + LEDGER_SETTLE)  # its expiry: see rows.LEDGER_SETTLE
+    mark, stamp = mark_of(plan.token, now)  # (holding its expiry: see rows.LEDGER_SETTLE)
     marked = wire_map([(mark, stamp)])
     present: dict[str, Any] = {
         "op": "wait",

@@ -17,9 +17,10 @@ bookkeeping in ``external_ids`` under keys starting with ``nbdb:``:
   created) and the wall-clock time after which it may be reaped (moved by
   each refresh);
 * ``nbdb:m:<token>``: the mark of a native mutation (its commit token, valued
-  with the wall-clock second it was planned), which tells a client whose
-  reply was lost whether its mutation landed; marks older than
-  :data:`MARK_LIFETIME` are dropped by the next nbdb write of the row.
+  with its expiry: the wall-clock second it was planned plus :data:`LEDGER_SETTLE`),
+  which tells a client whose reply was lost whether its mutation landed; marks
+  more than :data:`LEDGER_SKEW` past their expiry are dropped by the next nbdb
+  write of the row (:func:`stale_marks`).
 
 None of them is part of the object: a change of only these keys (a refresh,
 a mark) changes neither its content nor its version.
@@ -69,7 +70,6 @@ __all__ = [
     "EXT_VERSION",
     "LEDGER_SETTLE",
     "LEDGER_SKEW",
-    "MARK_LIFETIME",
     "RESULT_STAMPS_KEPT",
     "Doc",
     "KeptMap",
@@ -82,7 +82,6 @@ __all__ = [
     "column_value",
     "content_digest",
     "content_stamp",
-    "expired_ledger_marks",
     "field_cell",
     "keep_result_stamps",
     "kept_wire",
@@ -121,18 +120,16 @@ EXT_TTL = "nbdb:ttl"
 EXT_EXPIRES = "nbdb:expires"
 EXT_MARK = "nbdb:m:"
 
-MARK_LIFETIME = 300.0
-"""Seconds a mutation's mark is kept: far longer than a commit may take to settle a lost reply."""
-
 LEDGER_SETTLE = 600.0
-"""Seconds, on the writer's own monotonic clock from its start, that a commit marking the ledger
-(``NB_Global.external_ids``, see :func:`.planner._plan_ledger`) may rely on its mark: it is sent, settled and
-sent again only within them (the commit's deadline is capped at them), and its mark holds the wall-clock
-time they end (its *expiry*). A commit still unsettled then is CommitUnknownError."""
+"""Seconds, on the writer's own monotonic clock from its start, that a commit may rely on its marks (a native
+mutation's on its row, or its mark in the ledger, ``NB_Global.external_ids``: see :func:`.planner._plan_ledger`):
+it is sent, settled and sent again only within them (every commit's deadline is capped at them), and each mark
+holds the wall-clock time they end (its *expiry*, :func:`.mutations.mark_of`). A commit still unsettled then is
+CommitUnknownError."""
 
 LEDGER_SKEW = 3600.0
-"""Seconds past a ledger mark's expiry before another writer drops it (:func:`expired_ledger_marks`): the
-clocks of the writers may disagree by that much, and a mark is never dropped while its writer may need it."""
+"""Seconds past a mark's expiry before another writer drops it (:func:`stale_marks`): the clocks of the
+writers may disagree by that much, and a mark is never dropped while its writer may need it."""
 
 WINDOW = 4
 """How many (token, version) pairs a row keeps: enough to see one's own write under a few later ones."""
@@ -1010,7 +1007,7 @@ def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> d
     ``drop``, which the writer knows are settled), nor an expiring object's ttl.
     """
     out = {k: v for k, v in ext.items() if k in (EXT_TTL, EXT_EXPIRES)}
-    horizon = now - MARK_LIFETIME
+    horizon = now - LEDGER_SKEW
     for key, value in ext.items():
         if key.startswith(EXT_MARK) and key not in drop and not _stale_mark(value, horizon):
             out[key] = value
@@ -1018,17 +1015,13 @@ def carried(ext: Mapping[str, str], now: float, drop: Collection[str] = ()) -> d
 
 
 def stale_marks(ext: Mapping[str, str], now: float) -> list[str]:
-    """The mutation marks of a row that nobody needs any more (to drop them)."""
-    horizon = now - MARK_LIFETIME
-    return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
-
-
-def expired_ledger_marks(ext: Mapping[str, str], now: float) -> list[str]:
-    """The marks in the ledger row (its ``external_ids``) past their expiry by more than :data:`LEDGER_SKEW` at ``now``.
+    """The marks in ``ext`` (a row's ``external_ids``, or the ledger's) more than :data:`LEDGER_SKEW` past their expiry.
 
     A mark holds its writer's expiry (its start plus :data:`LEDGER_SETTLE`, on its clock); its writer
     never relies on it after that (its own monotonic clock), so only a clock more than an hour off
-    could drop a mark still needed. Another value (not a number) is not nbdb's: dropped.
+    could drop a mark still needed. Another value (not a number) is not nbdb's: dropped. (A mark of an
+    older nbdb holds its start instead: kept an hour longer. An older nbdb drops marks five minutes past
+    their value on its clock, so a mark holding its expiry lives ten minutes longer there than before.)
     """
     horizon = now - LEDGER_SKEW
     return sorted(k for k, v in ext.items() if k.startswith(EXT_MARK) and _stale_mark(v, horizon))
