@@ -21,11 +21,13 @@ compare-and-swap of that column alone, planned again on conflict).
 Exactly once: each mutation writes a *mark* (``external_ids:nbdb:m:<token>``,
 see :mod:`.rows`) and waits, in the same transaction, for that mark to be
 absent. A copy sent again after a lost reply therefore lands at most once,
-and the replica tells whether the first did (its mark is there). Marks do not
-pile up: a writer's next write of the row drops the marks of its own
-acknowledged mutations (:class:`MarkBook`), and any writer drops marks more
-than :data:`.rows.LEDGER_SKEW` past their expiry (:func:`.rows.stale_marks`: a
-writer that died or gave up), never one a writer may still need.
+and the replica tells whether the first did (its mark is there). A writer's
+next write of the row drops the marks of its own acknowledged mutations
+(:class:`MarkBook`), and any writer drops marks more than
+:data:`.rows.LEDGER_SKEW` past their expiry (:func:`.rows.stale_marks`: a
+writer that died or gave up), never one a writer may still need. A mark its
+writer leaves behind (a restart, a commit that ended unknown) so stays on the
+row about 70 minutes (docs/backends/ovsdb.md, native mutations).
 """
 
 from __future__ import annotations
