@@ -985,3 +985,49 @@ def test_the_barrier_after_an_undone_commit_shares_the_commits_deadline(server: 
         assert all(d is not None and d < latest for d in deadlines), (
             f"a barrier ran past the commit's deadline: {[d - latest if d else d for d in deadlines]} s"
         )
+
+
+# ---------------------------------------------------------------------------- refused deletes
+
+
+def test_a_refused_switch_delete_names_every_port_holding_it(db: nbdb.Database) -> None:
+    # The server refuses the delete for the switch's ports column; the replica, synced after the
+    # refusal, shows no holder it cannot name: the error carries the ports, as the key-value stores'.
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    ports = [db.create(LogicalSwitchPort(switch=sw, name=f"p{i}-{uuid.uuid4().hex[:8]}")) for i in range(2)]
+    with pytest.raises(nbdb.ReferenceError) as refused:
+        db.delete(sw)
+    assert refused.value.target == (LogicalSwitch.nbdb_table, sw.id)
+    assert sorted(refused.value.referrers or (), key=str) == sorted(
+        ((LogicalSwitchPort.nbdb_table, p.id) for p in ports), key=str
+    )
+    assert db.get(LogicalSwitch, sw.id) == sw
+
+
+def test_a_holder_no_object_of_the_namespace_leaves_the_referrers_unnamed(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # Another client's port (no nbdb namespace) in the switch's ports: the replica holds its row but no
+    # object of this namespace, so the port named is not every referrer, and the error claims none.
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Logical_Switch_Port",
+                "row": {"name": f"f-{uuid.uuid4().hex[:8]}"},
+                "uuid-name": "p",
+            },
+            {
+                "op": "mutate",
+                "table": "Logical_Switch",
+                "where": [["_uuid", "==", ["uuid", str(sw.id)]]],
+                "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]],
+            },
+        ],
+    )
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
+        db.delete(sw)
+    assert refused.value.target is None and refused.value.referrers is None

@@ -439,6 +439,42 @@ class Replica:
         """The RefKeys of the objects referencing ``(table, id)``, unordered (under :attr:`cond`)."""
         return [(key[0], source) for key, source in self.referrers_view(table, id).items()]
 
+    def names_every_referrer(self, table: str, id: uuid.UUID, named: Collection[RefKey]) -> bool:
+        """Whether ``named`` (:meth:`referrer_keys` of ``table/id``) is every row of the replica's databases
+        holding the object, as the rows it follows show them (call under ``cond``, once synced).
+
+        Each row whose column holds it, a child in the object's own set columns or a row of a table whose
+        column points to it, must be one of them: a row this replica shows as no object of its namespace
+        (another namespace's, a column of a table no model here reads) is a holder nbdb cannot name. A
+        reference kept as JSON text or in another database is not checked against rows here: False, as
+        for a map column, and for no name at all (the server refused the delete for some holder).
+        """
+        tm = self.mapping.tables.get(table)
+        if tm is None or not named:
+            return False
+        view = self.views[tm.db]
+        row = view.rows.get(tm.db_table, {}).get(id.int)
+        if row is None:
+            return False  # gone since: the delete planned again says so
+        ids = {key[1].int for key in named}
+        text = str(id)
+        for link in view.links.get(tm.db_table, ()):
+            for member in _members(row, link.column):
+                child = _uuid(member)
+                if child is None or child.int not in ids:
+                    return False
+        for source in self.mapping.tables.values():
+            for name, (to, storage) in source.refs.items():
+                if to != table or storage == "parent":
+                    continue  # a child's: held in the object's own row, above
+                column = source.columns.get(name)
+                if storage != "column" or source.db != tm.db or column is None or column.type.is_map:
+                    return False
+                for rid, held in self.views[source.db].rows.get(source.db_table, {}).items():
+                    if rid not in ids and any(str(m) == text for m in _members(held, column.column)):
+                        return False
+        return True
+
     def select(self, tables: Collection[str], topics: Collection[str | None] | None) -> list[Record]:
         """Every record of ``tables`` (in ``topics``)."""
         wanted = set(tables)
