@@ -443,35 +443,45 @@ class Replica:
         """Whether ``named`` (:meth:`referrer_keys` of ``table/id``) is every row of the replica's databases
         holding the object, as the rows it follows show them (call under ``cond``, once synced).
 
-        Each row whose column holds it, a child in the object's own set columns or a row of a table whose
-        column points to it, must be one of them: a row this replica shows as no object of its namespace
-        (another namespace's, a column of a table no model here reads) is a holder nbdb cannot name. A
-        reference kept as JSON text or in another database is not checked against rows here: False, as
-        for a map column, and for no name at all (the server refused the delete for some holder).
+        Each row holding it, a child in the object's own set columns or a row whose column of the served
+        schema points to it, must be one of them: a row this replica shows as no object of its namespace
+        (another client's, another namespace's) is a holder nbdb cannot name, and so may be one in a column
+        it does not follow (a newer schema's) or a map's. A reference kept as JSON text or in another
+        database is not checked against rows here: False, and for no name at all (the server refused the
+        delete for some holder). Its parents' sets (a port's switch) are the planner's, not referrers.
         """
         tm = self.mapping.tables.get(table)
         if tm is None or not named:
             return False
+        for source in self.mapping.tables.values():
+            for to, storage in source.refs.values():
+                if to == table and storage != "parent" and (storage != "column" or source.db != tm.db):
+                    return False
         view = self.views[tm.db]
         row = view.rows.get(tm.db_table, {}).get(id.int)
         if row is None:
             return False  # gone since: the delete planned again says so
         ids = {key[1].int for key in named}
-        text = str(id)
         for link in view.links.get(tm.db_table, ()):
             for member in _members(row, link.column):
                 child = _uuid(member)
                 if child is None or child.int not in ids:
                     return False
-        for source in self.mapping.tables.values():
-            for name, (to, storage) in source.refs.items():
-                if to != table or storage == "parent":
-                    continue  # a child's: held in the object's own row, above
-                column = source.columns.get(name)
-                if storage != "column" or source.db != tm.db or column is None or column.type.is_map:
+        text = str(id)
+        parents = {(p, c) for p, c in tm.parents.values()}
+        for db_table, schema in self.mapping.schemas[tm.db].tables.items():
+            followed = view.types.get(db_table, {})
+            for column, spec in schema.columns.items():
+                kinds = (spec.type.key, spec.type.value)
+                if (
+                    not any(k is not None and k.ref_table == tm.db_table for k in kinds)
+                    or (db_table, column) in parents
+                ):
+                    continue
+                if column not in followed or spec.type.is_map:
                     return False
-                for rid, held in self.views[source.db].rows.get(source.db_table, {}).items():
-                    if rid not in ids and any(str(m) == text for m in _members(held, column.column)):
+                for rid, held in view.rows.get(db_table, {}).items():
+                    if rid not in ids and any(str(m) == text for m in _members(held, column)):
                         return False
         return True
 
