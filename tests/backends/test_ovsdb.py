@@ -23,7 +23,7 @@ import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend, generate_schema
 from nbdb.conformance.kit import eventually, sink_deliveries
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
-from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
 
@@ -1031,3 +1031,28 @@ def test_a_holder_no_object_of_the_namespace_leaves_the_referrers_unnamed(
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
         db.delete(sw)
     assert refused.value.target is None and refused.value.referrers is None
+
+
+def test_a_column_no_model_follows_that_points_to_the_target_leaves_the_referrers_unnamed(
+    tmp_path: Any,
+) -> None:
+    # A newer schema's column pointing to switches, which no model maps: the replica does not follow
+    # it, and the server's refusal for the port (its child check fails first) says nothing of a row
+    # held there, so the port named is not every holder and the error claims none.
+    schema = json.loads(find_ovn_nb_schema().read_text())
+    schema["tables"]["Newer_Holder"] = {
+        "columns": {"switch": {"type": {"key": {"type": "uuid", "refTable": "Logical_Switch"}, "min": 0, "max": 1}}},
+        "isRoot": True,
+    }
+    path = tmp_path / "newer.ovsschema"
+    path.write_text(json.dumps(schema))
+    with OvsdbServer(schema=path) as server, nbdb.connect(server.url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        _foreign_transact(server, [{"op": "insert", "table": "Newer_Holder", "row": {"switch": ["uuid", str(sw.id)]}}])
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
+            db.delete(sw)
+        assert refused.value.target is None and refused.value.referrers is None
+        db.delete(port)
+        with pytest.raises(nbdb.ReferenceError, match="Newer_Holder"):
+            db.delete(sw)  # the server's own refusal, naming the row that holds it
