@@ -1056,3 +1056,39 @@ def test_a_column_no_model_follows_that_points_to_the_target_leaves_the_referrer
         db.delete(port)
         with pytest.raises(nbdb.ReferenceError, match="Newer_Holder"):
             db.delete(sw)  # the server's own refusal, naming the row that holds it
+
+
+# ---------------------------------------------------------------------------- review (wip/rev20)
+
+
+def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_leaves_the_referrers_unnamed(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # A namespaced Database's replica is filtered on the server by nbdb:ns: another client's port (no
+    # namespace, in its own switch) naming the HA chassis group never reaches it. The server's wait refuses
+    # the delete for both ports, and the error must not claim the one it can see is every referrer
+    # (docs/backends/ovsdb.md: "another client's row holding the target ... leaves them None").
+    from nbdb.models import HAChassisGroup
+
+    group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    mine = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}", ha_chassis_group=group.id))
+    _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Logical_Switch_Port",
+                "row": {"name": f"f-{uuid.uuid4().hex[:8]}", "ha_chassis_group": ["uuid", str(group.id)]},
+                "uuid-name": "p",
+            },
+            {
+                "op": "insert",
+                "table": "Logical_Switch",
+                "row": {"name": f"fsw-{uuid.uuid4().hex[:8]}", "ports": ["set", [["named-uuid", "p"]]]},
+            },
+        ],
+    )
+    with pytest.raises(nbdb.ReferenceError, match=str(mine.id)) as refused:
+        db.delete(group)
+    assert refused.value.referrers is None, f"claims every referrer, missing the foreign port: {refused.value.referrers}"
