@@ -446,9 +446,12 @@ class Replica:
         Each row holding it, a child in the object's own set columns or a row whose column of the served
         schema points to it, must be one of them: a row this replica shows as no object of its namespace
         (another client's, another namespace's) is a holder nbdb cannot name, and so may be one in a column
-        it does not follow (a newer schema's) or a map's. A reference kept as JSON text or in another
-        database is not checked against rows here: False, and for no name at all (the server refused the
-        delete for some holder). Its parents' sets (a port's switch) are the planner's, not referrers.
+        it does not follow (a newer schema's) or a map's. A replica of a namespace (or of some topics) is
+        sent only that namespace's rows of a table with external_ids, so any such table's column pointing
+        to the target may hold it unseen: False then, whatever its rows show (the object's own child
+        columns are read from its own row). A reference kept as JSON text or in another database is not
+        checked against rows here: False, and for no name at all (the server refused the delete for some
+        holder). Its parents' sets (a port's switch) are the planner's, not referrers.
         """
         tm = self.mapping.tables.get(table)
         if tm is None or not named:
@@ -467,7 +470,10 @@ class Replica:
                 child = _uuid(member)
                 if child is None or child.int not in ids:
                     return False
-        text = str(id)
+        # The server filters the rows of a table with external_ids by namespace (and topic): another
+        # namespace's or client's row holding the target there never reaches this replica.
+        filtered = bool(self.namespace) or view.filtered
+        text = uuid_text(id)  # a cell holds uuids as the server's (canonical) text
         parents = {(p, c) for p, c in tm.parents.values()}
         for db_table, schema in self.mapping.schemas[tm.db].tables.items():
             followed = view.types.get(db_table, {})
@@ -478,10 +484,11 @@ class Replica:
                     or (db_table, column) in parents
                 ):
                     continue
-                if column not in followed or spec.type.is_map:
+                if column not in followed or spec.type.is_map or (filtered and EXTERNAL_IDS in schema.columns):
                     return False
                 for rid, held in view.rows.get(db_table, {}).items():
-                    if rid not in ids and any(str(m) == text for m in _members(held, column)):
+                    cell = held.get(column)
+                    if rid not in ids and (cell == text or (isinstance(cell, set) and text in cell)):
                         return False
         return True
 
