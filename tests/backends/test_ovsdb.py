@@ -1091,4 +1091,6 @@ def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_leaves_
     )
     with pytest.raises(nbdb.ReferenceError, match=str(mine.id)) as refused:
         db.delete(group)
-    assert refused.value.referrers is None, f"claims every referrer, missing the foreign port: {refused.value.referrers}"
+    assert refused.value.referrers is None, (
+        f"claims every referrer, missing the foreign port: {refused.value.referrers}"
+    )
