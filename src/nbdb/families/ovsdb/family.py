@@ -553,7 +553,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         # this commit. Stamped with that, a cache standing there without the object took the
                         # write for lost, and a watch from it never delivered the undoing change.
                         # Rows of it no revision showed (a relay merged their writes with another writer's
-                        # delete) are told as a merged catch-up, even when a revision showed the others.
+                        # delete, or their delete with its creation again) are told as a merged catch-up, even
+                        # when a revision showed the others.
                         revision, unseen = shown_at(plan, replica)
                         if synced and unseen:
                             revision = self._merged_away(plan, unseen)
@@ -591,10 +592,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         at a new revision, and this is the one before it (a watch from it stops there and lists again; a
         cache stands past it, never exactly at it without the object: the store did not go back in
         time). Stamped at a revision that showed the commit's other rows, a cache standing there without
-        an unseen row took its write for lost, and a watch from it never heard the row was gone.
+        an unseen row took its write for lost, and a watch from it never heard the row was gone. A row
+        the commit deleted and the replica holds again (created again under its id) is told as it is
+        now: stamped after that, a watch from the result never heard it was back.
         """
         replica = self.replica
-        rows = []
+        rows: list[tuple[Record | None, Record | None]] = []
         for key, written in plan.written.items():
             if key not in unseen:
                 continue
@@ -602,6 +605,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             doc = written.doc
             record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, plan.stamp_of(key))
             rows.append((record, replica.record(table, id)))
+        for key in sorted(unseen - plan.written.keys()):
+            # A row it deleted, held again: another writer created it again, merged with the delete.
+            rows.append((None, replica.record(key[0], uuid.UUID(int=key[1]))))
         before = replica.revision
         replica.merged_away(rows)
         log.info("ovsdb: a commit came and went unseen (merged with another writer's change): told as a catch-up")

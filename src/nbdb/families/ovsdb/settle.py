@@ -203,38 +203,48 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
     at that revision without the object took the write for lost (the store "went back in time"), and a
     watch from it never delivered the undoing change. The commit's own change is the one of a row it
     put carrying its token (unique to it); a commit that only deletes is shown by the latest deletion
-    of one of its rows, which precedes the row's creation again that undid it (``reflects`` is False).
-    Read from the kept history, newest first: only such a commit pays for it. Revision 0 when the
-    history no longer holds it, or a relay or a busy connection merged the commit and the undoing
-    change into one update (or none): then no revision of this replica shows the commit at all.
+    of one of its rows after it was planned, which precedes the row's creation again that undid it
+    (``reflects`` is False). Read from the kept history, newest first, back to the plan's revision: only
+    such a commit pays for it. Revision 0 when the history no longer holds it, or a relay or a busy
+    connection merged the commit and the undoing change into one update (or none): then no revision of
+    this replica shows the commit at all.
 
     The rows never shown: the ones the commit wrote that no kept change shows with its token and the
-    replica does not hold as written either. A relay may merge the commit with another writer's delete
-    of just one of its rows: the revision found shows the others only, and the caller must still tell
-    of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result calls it lost.
+    replica does not hold as written either, and the ones it deleted that the replica holds again with
+    no kept change after the plan showing them gone (another writer created them again under the same
+    id, merged with the delete into a change of content, or none). A relay may merge the commit with
+    another writer's change of just one of its rows: the revision found shows the others only, and the
+    caller must still tell of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result
+    calls it lost, and a watch from it never hears the row was gone, or is back.
     """
     puts = plan.puts
     keys = {(table, id.int) for table, id in plan.keys if not (plan.marks and (table, id) in plan.marks)}
     unseen = {key for key in plan.written if key in keys}
     # Each row shows the commit by its stamp: the token, or a row without external_ids its content's.
     stamps = {key: plan.stamp_of(key) for key in unseen}
+    records = replica.records
+    back = {key for key in keys if key not in puts and key in records}
     revision = 0
+    base = plan.base
     for change in reversed(replica.history):
+        if change.revision <= base:
+            break  # planned after it: no change this old shows the commit
         key = (change.table, change.id.int)
         if key not in keys:
             continue
         new = change.new
-        if puts:
-            if new is not None and key in puts and new.written == stamps.get(key):
-                revision = revision or change.revision
-                unseen.discard(key)
-                if not unseen:
-                    break
-        elif new is None:
-            revision = change.revision
+        if new is None:
+            if key not in puts:
+                back.discard(key)
+                if not (puts or revision):
+                    revision = change.revision
+        elif key in puts and new.written == stamps.get(key):
+            revision = revision or change.revision
+            unseen.discard(key)
+        if revision and not unseen and not back:
             break
     for key in list(unseen):
         record = replica.record(key[0], uuid.UUID(int=key[1]))
         if record is not None and record.written == stamps[key]:
             unseen.discard(key)
-    return revision, frozenset(unseen)
+    return revision, frozenset(unseen | back)
