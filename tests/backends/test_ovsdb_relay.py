@@ -539,16 +539,37 @@ def test_a_watch_from_a_commit_another_writer_undid_through_a_relay_learns_it_is
         )
 
 
-def _watch_misses_the_gone_row(client: nbdb.Database, since: Any, gone: Any, name: str) -> bool:
+def test_a_topic_watch_from_a_commit_another_writer_undid_through_a_relay_learns_it_is_gone(
+    relayed_standalone: OvsdbServer, namespace: str
+) -> None:
+    # As above, for a watch of one topic: it reads a replica of its own, which the relay's merged update
+    # never showed the commit either. Only the main replica recorded that the commit's rows came and went,
+    # so a watch of the commit's topic from its revision went on without ever telling its object was gone.
+    name, topic = f"{namespace}-undone-topic", f"{namespace}-t"
+    with nbdb.connect(_url(relayed_standalone.relays[0].address, namespace=namespace, timeout=4)) as client:
+        cache = client.cache(LogicalSwitch, topics=[topic])  # the topic's replica, followed before the commit
+        assert cache.wait_synced(5)
+        with _deleted_once_created(relayed_standalone, name) as deleted:
+            created = client.create(LogicalSwitch(name=name, topic=topic))
+            assert deleted.wait(5)[-1] == {"count": 1}, "the other writer did not delete the new row"
+        assert created.nbdb_revision is not None
+        assert not _watch_misses_the_gone_row(client, created.nbdb_revision, created.id, name, topic), (
+            "a watch of the commit's topic from its revision went on without telling its object was gone"
+        )
+
+
+def _watch_misses_the_gone_row(
+    client: nbdb.Database, since: Any, gone: Any, name: str, topic: str | None = None
+) -> bool:
     """True when a watch from ``since`` went past a later change of this client without telling ``gone`` was gone
     (or, of an object created again, that it is back).
 
     Told is a change of it (its deletion; its creation or update), or HistoryGoneError (list again, and
-    the object is as the list shows it).
+    the object is as the list shows it). ``topic``: a watch of that topic alone (its own replica).
     """
-    watch = client.watch(LogicalSwitch, since=since)
+    watch = client.watch(LogicalSwitch, since=since, topics=None if topic is None else [topic])
     try:
-        marker = client.create(LogicalSwitch(name=f"{name}-marker"))
+        marker = client.create(LogicalSwitch(name=f"{name}-marker", topic=topic))
         seen: list[Any] = []
         deadline = time.monotonic() + 5
         try:

@@ -344,10 +344,13 @@ class Replica:
         clock: RevisionClock | None = None,
         history: int = HISTORY,
         filtered: bool = False,
+        topics: Collection[str | None] | None = None,
     ) -> None:
         """``filtered``: the server sends the rows of some topics only, parents included, so a child
-        may be held by a parent row this replica never sees (see :func:`_hinted_parents`)."""
+        may be held by a parent row this replica never sees (see :func:`_hinted_parents`). ``topics``:
+        the topics it follows (None: all)."""
         self.mapping = mapping
+        self.topics = None if topics is None else frozenset(topics)
         self.versions = versions
         self.namespace = namespace
         self.clock = clock or RevisionClock()
