@@ -570,9 +570,9 @@ class Replica:
         would ever tell a watch or cache from the commit's result that its rows are not as written
         (gone, or back). Recorded as a merged catch-up (``synthetic``, what it is): a watch from
         before it stops with HistoryGoneError and lists again (it learns the object is gone, or
-        there), a cache applies it
-        as the events of a re-list (a deletion of an object it never held is nothing), and both
-        stand past the revision before it, which the caller stamps the commit's result with.
+        there), a cache applies it as the events of a re-list (a deletion of an object it never
+        held is nothing), and both stand past the revision before it, which the caller stamps the
+        commit's result with.
         Returns the new revision; the changes are handed to the sinks by :meth:`hand_over_now`.
         """
         revision = self.clock.tick()
