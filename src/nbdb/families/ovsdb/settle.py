@@ -209,10 +209,11 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
     connection merged the commit and the undoing change into one update (or none): then no revision of
     this replica shows the commit at all.
 
-    The rows never shown: the ones the commit wrote that no kept change shows with its token and the
-    replica does not hold as written either, and the ones it deleted that the replica holds again with
-    no kept change after the plan showing them gone (another writer created them again under the same
-    id, merged with the delete into a change of content, or none). A relay may merge the commit with
+    The rows never shown: the ones the commit wrote that no kept change shows with its token and the replica
+    does not hold as written either, and the ones it deleted that the replica holds again with no kept
+    change after the plan showing them gone or created (another writer created them again under the same id,
+    merged with the delete into a change of content, or none; a replica that never held such a row before
+    the delete, of another topic or opened after it, shows its creation). A relay may merge the commit with
     another writer's change of just one of its rows: the revision found shows the others only, and the
     caller must still tell of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result
     calls it lost, and a watch from it never hears the row was gone, or is back.
@@ -233,11 +234,13 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
         if key not in keys:
             continue
         new = change.new
+        if key not in puts and (new is None or change.old is None):
+            # Shown gone, or shown created again (a replica of another topic, or opened after the delete,
+            # never held it before): nothing of the delete was merged away here.
+            back.discard(key)
         if new is None:
-            if key not in puts:
-                back.discard(key)
-                if not (puts or revision):
-                    revision = change.revision
+            if not (puts or revision):
+                revision = change.revision
         elif key in puts and new.written == stamps.get(key):
             revision = revision or change.revision
             unseen.discard(key)
