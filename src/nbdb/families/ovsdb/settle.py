@@ -86,6 +86,14 @@ def _not_past(tm: TableMap, row: Mapping[str, Any], expected: dict[str, Any]) ->
     return written_version(row.get(EXTERNAL_IDS) or {}) < planned
 
 
+def _continues(row: Mapping[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether ``row`` is the one a delete read, changed since (never deleted): its ``nbdb:txn`` window still holds
+    the newest write of the row the delete was planned against. Every nbdb write pushes its own entry on the
+    window and keeps the others (up to its capacity); a row created again under the id starts one of its own."""
+    read = parse_window(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]).get(EXT_TXN))
+    return bool(read) and read[0] in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN))
+
+
 def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
     """Whether ``row`` bears the mark of the plan's mutation of ``key``."""
     mark, stamp = plan.marks[key]
@@ -153,7 +161,11 @@ def settle(plan: Plan, replica: Replica, resend: bool = True, unmarked: bool = F
     landed *in this replica*: PENDING, and re-sending the same plan is safe
     (every copy waits for that same content, so at most one lands). Through
     a relay the replica may lag the leader, so the caller settles again,
-    never plans anew, when such a copy is refused.
+    never plans anew, when such a copy is refused. A deleted row shown at
+    another version is NOT_LANDED only while its token window still holds
+    the write the delete read (:func:`_continues`), or, a row without
+    ``external_ids``, when the ledger mark is absent; otherwise it may be a
+    row created again after the delete landed: UNKNOWN.
 
     ``resend``: the commit may be planned again under its token (not a fenced one, whose lock's
     connection was its lease). Only then does a column a mutation writes whole, shown changed with
@@ -187,8 +199,14 @@ def settle(plan: Plan, replica: Replica, resend: bool = True, unmarked: bool = F
             votes.append(Outcome.UNKNOWN)
         elif _not_past(tm, row, expected):
             votes.append(Outcome.PENDING)
-        else:
+        elif unmarked if tm.external_ids is None else _continues(row, expected):
             votes.append(Outcome.NOT_LANDED)
+        else:
+            # A row of another version whose token window no longer holds the write the delete read (or a
+            # row without external_ids, keeping none, whose commit's ledger mark did not say): created again
+            # under its id since, or rewritten past it, it cannot be told from the row read changed: the delete
+            # may have landed before it came back (never a guessed conflict).
+            votes.append(Outcome.UNKNOWN)
     for outcome in (Outcome.LANDED, Outcome.NOT_LANDED, Outcome.PENDING):
         if outcome in votes:
             return outcome
