@@ -120,6 +120,8 @@ class Plan:
     ledger: tuple[str, str, str] | None = None
     """(table, mark, stamp) of the commit's mark in the database's one-row configuration table
     (``NB_Global.external_ids``), when no row it writes can hold its token (see :func:`_plan_ledger`)."""
+    base: int = 0
+    """The replica's revision when the commit was planned: no change at or before it shows the commit."""
     settled: bool = False
     """Its reply was lost and it was settled as landed, from a replica synced after it (:func:`.settle.reflects`)."""
     ledger_dropped: Sequence[str] = ()
@@ -392,7 +394,7 @@ def plan_commit(
         deleted = {(t, i.int): (t, i) for t, i in shape.deleted}
         created = {(t, i.int) for t, i in shape.created}
         mortal = {(op.table, op.id.int) for op in ops if isinstance(op, Put) and op.ttl is not None}
-    plan = Plan(db, token, replica.namespace)
+    plan = Plan(db, token, replica.namespace, base=replica.revision)
     bare = 0  # puts of rows without external_ids: they keep no token
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
