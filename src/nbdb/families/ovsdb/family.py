@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -294,6 +294,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """This writer's settled ledger marks (see :func:`.planner._plan_ledger`)."""
         return LedgerBook()
 
+    @functools.cached_property
+    def _ledger_drop(self) -> Callable[[], Sequence[str]]:
+        """``self._ledger.droppable``, bound once: every commit hands it to the planner, which asks it only
+        of a commit that writes a ledger mark (none of rows with ``external_ids``)."""
+        return self._ledger.droppable
+
     def _select_ledger(self, plan: Plan) -> dict[str, str]:
         """The ``external_ids`` of the ledger row of ``plan`` as the server holds it ({}: no row)."""
         assert plan.ledger is not None
@@ -359,7 +365,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     with replica.cond, bulk():
                         plan = plan_commit(
                             self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
-                            ledger_drop=self._ledger.droppable,
+                            ledger_drop=self._ledger_drop,
                         )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
@@ -535,7 +541,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         is waited for up to ``_FENCED_GRACE`` first, less than a sync's round
         trip costs; the sync decides if it does not come.
         """
-        self._marks.settled(plan.marks, plan.dropped)
+        if plan.marks or plan.dropped:
+            self._marks.settled(plan.marks, plan.dropped)  # (a lock taken for nothing on every other commit)
         if plan.ledger is not None:
             self._ledger.settled(plan.ledger[1], plan.ledger_dropped, lambda: self._select_ledger(plan))
         replica = self.replica
@@ -547,7 +554,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 if passed or reflects(plan, replica):
                     undone = passed and not reflects(plan, replica)
                     if not undone:
-                        revision = max((replica.changed(*key) for key in plan.keys), default=0)
+                        keys = plan.keys
+                        # (One row, nearly always: its change, without a generator and max().)
+                        revision = (
+                            replica.changed(*keys[0])
+                            if len(keys) == 1
+                            else max((replica.changed(*key) for key in keys), default=0)
+                        )
                     else:
                         # Undone by another writer since: its rows' last change is that writer's, later than
                         # this commit. Stamped with that, a cache standing there without the object took the
@@ -570,7 +583,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         _written_stamp(plan) if plan.bare else int(plan.token, 16)
                     )  # (no call: an ordinary commit)
                     stamp = Revision(revision or replica.revision, self.clock, written)
-                    result = CommitResult(stamp, versions, frozenset(plan.skipped))
+                    result = CommitResult(stamp, versions, frozenset(plan.skipped) if plan.skipped else _NONE_SKIPPED)
                     if not undone:
                         return result
                     break
@@ -810,6 +823,10 @@ def _refused_unique(failure: results.OperationError, kind: str) -> bool:
     if isinstance(failure, results.ConstraintViolation):
         return failure.unique_index
     return isinstance(failure, results.TimedOut) and kind == "unique"
+
+
+_NONE_SKIPPED: frozenset[int] = frozenset()
+"""A result's ``skipped`` when its commit skipped nothing (every commit nearly): one shared empty set."""
 
 
 def _written_stamp(plan: Plan) -> int:
