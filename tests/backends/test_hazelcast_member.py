@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -35,7 +35,7 @@ from nbdb.families.kv import (
     WrittenAt,
 )
 from nbdb.testing import HazelcastServer
-from nbdb.testing.fixtures import hazelcast_server, server_factory  # noqa: F401
+from nbdb.testing.fixtures import hazelcast_server, shared_server  # noqa: F401
 from nbdb.testing.hazelcast import member_jar
 
 pytest.importorskip("hazelcast")
@@ -54,6 +54,13 @@ def _ns() -> str:
 def _backend(url: str, **options: Any) -> HazelcastBackend:
     backend = HazelcastBackend.from_url(url, **options)
     return backend
+
+
+@pytest.fixture(scope="module")
+def stock_server() -> Iterator[HazelcastServer]:
+    """A member without nbdb's jar (a stock cluster), shared by this module's tests, each in its own namespace."""
+    with shared_server("hazelcast", member_code=False) as server:
+        yield server  # type: ignore[misc]
 
 
 def _tasks_run(backend: HazelcastBackend) -> int:
@@ -233,11 +240,15 @@ def test_foreign_data_hands_the_commit_back_to_the_client(hazelcast_server: Haze
 
 @pytest.mark.timeout(120)
 def test_stock_members_fall_back_to_the_client_protocol(
-    server_factory: Callable[..., HazelcastServer],  # noqa: F811
+    stock_server: HazelcastServer,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Members without the jar: said once, and commits keep working with the client's own protocol."""
-    stock = server_factory("hazelcast", member_code=False)
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_WARNED", set())  # as in a fresh process (the server is shared)
+    stock = stock_server
     with caplog.at_level(logging.WARNING, logger="nbdb.backends.hazelcast._backend"):
         with nbdb.connect(stock.url, namespace=_ns()) as db:
             backend = db.backend
@@ -415,41 +426,81 @@ def _refusals_logged(server: HazelcastServer) -> int:
     )
 
 
-@pytest.mark.timeout(120)
-def test_stock_members_are_not_probed_for_ever_while_the_membership_stands_still(
-    server_factory: Callable[..., HazelcastServer],  # noqa: F811
+def _refusals_after(server: HazelcastServer, before: int, expected: int) -> int:
+    """The SEVERE lines logged since ``before``, once ``expected`` were (the member writes them as it refuses the
+    task: waited for, within 5 s), and 0.2 s more for any beyond them."""
+    deadline = time.monotonic() + 5
+    while _refusals_logged(server) - before < expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    return _refusals_logged(server) - before
+
+
+def _commit_for(db: nbdb.Database, parent: KitParent, seconds: float) -> KitParent:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        parent = db.update(parent.replace(size=parent.size + 1))
+    return parent
+
+
+@pytest.mark.timeout(60)
+def test_a_stock_cluster_is_probed_once_per_connect_while_its_membership_stands_still(
+    stock_server: HazelcastServer,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every probe a stock member gets is a SEVERE with a stack trace in its log (its executor cannot read
-    the task). A member gains the jar, or another protocol, only by restarting: a membership change, which
-    the client's listener sees. Probing again on a timer while the membership stands still finds nothing
-    and logs on the members for the client's life: on wip/hzback one SEVERE a minute per client (one per
-    back-off, here shortened to 0.01 → 0.04 s), where main logged one per connect."""
+    """Every probe a stock member gets is a SEVERE with a stack trace in its log (its executor cannot read the
+    task). The connect's probe answers for the membership it was sent in: a member gains the jar, or another
+    protocol, only by restarting, a membership change the client's listener sees. So a connect whose probe finds
+    no code asks nothing more on the back-off (here shortened to 0.01 → 0.04 s, its six steps within 0.2 s):
+    before, it asked six times more (1 to 63 s after the connect), seven SEVEREs per connect of every client;
+    and before that, once per back-off for the client's life."""
     from nbdb.backends.hazelcast import _backend
 
     monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.01, raising=False)
     monkeypatch.setattr(_backend, "_REPROBE_MAX", 0.04, raising=False)
-    stock = server_factory("hazelcast", member_code=False)
-    with nbdb.connect(stock.url, namespace=_ns()) as db:
+    before = _refusals_logged(stock_server)
+    with nbdb.connect(stock_server.url, namespace=_ns()) as db:
         backend = db.backend
         assert isinstance(backend, HazelcastBackend)
         assert not backend.member_commit
-        parent = db.create(KitParent(name="p"))
-        size = 0
-
-        def commit_for(seconds: float) -> None:
-            nonlocal parent, size
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                size += 1
-                parent = db.update(parent.replace(size=size))
-
-        commit_for(1.0)  # the back-off grows to its cap (0.04 s) well within this
-        before = _refusals_logged(stock)
-        commit_for(1.0)
-        time.sleep(0.2)  # the last probe's SEVERE written
-        assert _refusals_logged(stock) - before <= 3, "probed on every back-off with no membership change"
+        parent = _commit_for(db, db.create(KitParent(name="p")), 0.6)
+        assert backend.member_reprobes == 0, "re-probed on the back-off with no membership change"
+        assert backend._reprobe_at is None
         assert db.get(KitParent, parent.id) == parent
+    assert _refusals_after(stock_server, before, 1) == 1  # the connect's probe alone
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("probes", [0, 2, None], ids=["none", "two", "default"])
+def test_member_probes_bounds_the_probes_after_a_membership_change(
+    stock_server: HazelcastServer,
+    monkeypatch: pytest.MonkeyPatch,
+    probes: int | None,
+) -> None:
+    """``member_probes=N``: a membership change (the client's listener called, as a member joining or leaving
+    calls it) brings N probes at most, the first at the next commit, then on the back-off (shortened here);
+    0: none, and no listener. The option did not exist before (ValidationError: unknown option)."""
+    from nbdb.backends.hazelcast import _backend
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.01, raising=False)
+    monkeypatch.setattr(_backend, "_REPROBE_MAX", 0.04, raising=False)
+    options: dict[str, Any] = {} if probes is None else {"member_probes": probes}
+    expected = 7 if probes is None else probes
+    before = _refusals_logged(stock_server)
+    with nbdb.connect(stock_server.url, namespace=_ns(), **options) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert (backend._members_listener is None) == (expected == 0)
+        parent = db.create(KitParent(name="p"))
+        assert backend.member_reprobes == 0
+        for _ in range(2):  # a second change resets the window
+            reprobes = backend.member_reprobes
+            backend._on_members(None)
+            parent = _commit_for(db, parent, 0.6)  # the whole back-off (7 steps: 0.19 s) within it
+            assert backend.member_reprobes - reprobes == expected
+            assert not backend.member_commit and backend._reprobe_at is None
+        assert db.get(KitParent, parent.id) == parent
+    assert _refusals_after(stock_server, before, 1 + 2 * expected) == 1 + 2 * expected
 
 
 @pytest.mark.timeout(60)
