@@ -267,28 +267,47 @@ def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when
     db.close()
 
 
+@pytest.mark.parametrize("when", ["in-its-body", "as-it-commits"])
 @pytest.mark.parametrize("inner", ["nested", "close"])
 def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(
-    path: Path, inner: str
+    path: Path, inner: str, when: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Nested blocks are unsupported (docs/backends/sqlite.md): a block's holder record is its thread alone, so a
     # block (or a close) inside the thread's open one takes it for one a Ctrl-C left and rolls it back; the outer
     # exit must say so, never lose its writes without a word or hang. close() there took it for a nested block and
     # raised UnsupportedError after it had marked the connection closing: half-closed, still open, and its every
     # later wait for the write lock gave up at once. Now it closes.
+    # "as-it-commits": the inner block (or a close: a signal handler's, say) comes while the outer exit commits,
+    # past its look at whether it still holds the lock (the writer's _commit, nbdb's own, patched to run it
+    # first); the exit's COMMIT then fails. That exit popped its record with no default: a KeyError replaced the
+    # outcome. It now lets go the one way the other paths do (_let_go), says the transaction was rolled back, and
+    # leaves the connection alone (not its block's any more: another thread may hold it by then).
     db = nbdb.connect(f"sqlite:///{path}")
     db.list(LogicalSwitch)
     backend = db.backend
     assert isinstance(backend, SqliteBackend)
     writer = backend._writer
+    commit = writer._commit
+
+    def take_over() -> None:
+        if inner == "close":
+            writer.close()
+        else:
+            with writer.transaction():
+                pass
+
+    def taken_over_then_commit() -> None:
+        monkeypatch.undo()  # once
+        take_over()
+        commit()
+
+    if when == "as-it-commits":
+        monkeypatch.setattr(writer, "_commit", taken_over_then_commit)
     with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
         with writer.transaction("IMMEDIATE") as sql:
             sql.execute("INSERT INTO nbdb_leases VALUES ('left', x'00', 0)")
-            if inner == "close":
-                writer.close()
-            else:
-                with writer.transaction():
-                    pass
+            if when == "in-its-body":
+                take_over()
     assert not writer._held and not writer.lock.locked()
     if inner == "close":
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):

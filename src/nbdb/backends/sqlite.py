@@ -130,6 +130,11 @@ def _atomically(*steps: Callable[[], object]) -> None:
     collections.deque(map(_CALL, steps), maxlen=0)
 
 
+def _taken_over() -> errors.BackendUnavailableError:
+    """What a block's exit raises once another block of its thread took its lock over (see _Connection._take_over)."""
+    return errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
+
+
 class _Block:
     """One thread's turn at a _Connection: its lock held from enter to exit, in a transaction given a mode.
 
@@ -189,7 +194,7 @@ class _Block:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         conn, serial = self.conn, self.serial
         if serial not in conn._held:  # another block of this thread's took its lock over: see _take_over
-            raise errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
+            raise _taken_over()
         try:
             if self.mode is None:
                 return
@@ -200,6 +205,8 @@ class _Block:
                         self.committed.append(True)
                     return
                 except BaseException as error:
+                    if serial not in conn._held:  # taken over as it committed, its transaction rolled back: the
+                        raise _taken_over() from None  # connection is not this block's to roll back any more
                     exc, committing = error, True
             else:
                 committing = False
@@ -209,8 +216,10 @@ class _Block:
             if committing:
                 raise exc
         finally:
-            # held.pop(serial), then the lock's release (its __exit__) with what it popped: see _let_go.
-            any(filter(conn._unlock, map(conn._held.pop, (serial,))))
+            # Not conn._held.pop(serial): a block of this thread's that took the lock over while this one exited
+            # (a signal handler's close, a nested block in a commit hook) popped it, and a KeyError replaced
+            # the outcome; that block let the lock go itself.
+            conn._let_go(serial)
 
     def _rolled_back(self, exc: BaseException, committing: bool) -> BaseException | None:
         """Roll back after ``exc``; the error to raise instead (None: ``exc`` itself)."""
