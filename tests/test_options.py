@@ -52,6 +52,26 @@ def test_bad_values_name_the_option_and_the_backend() -> None:
     assert Options({"c": "quorum"}, "x").choice("c", "ALL", ("ALL", "QUORUM")) == "QUORUM"
 
 
+@given(value=st.one_of(st.integers(), st.booleans(), st.floats(), st.text(max_size=12), st.binary(max_size=4)))
+def test_a_number_or_whole_number_is_read_or_refused_by_name(value: object) -> None:
+    # Every keyword value is read or refused with a ValidationError naming the option. An int beyond a float's
+    # range (timeout=10**400) raised OverflowError out of number(), as no URL text could (float("1e400") is inf).
+    opts = Options({"n": value}, "x")
+    for read in (lambda: opts.number("n", 1.0), lambda: opts.integer("n", 1)):
+        try:
+            got = read()
+        except nbdb.ValidationError as exc:
+            assert "option n must be" in str(exc)
+        else:
+            assert isinstance(got, int | float) and not isinstance(value, bool)
+
+
+def test_a_keyword_int_beyond_a_float_is_refused_as_a_number() -> None:
+    with pytest.raises(nbdb.ValidationError, match="option n must be a number"):
+        Options({"n": 10**400}, "x").number("n", 1.0)
+    assert Options({"n": 10**400}, "x").integer("n", 1) == 10**400
+
+
 def test_absent_options_take_their_defaults() -> None:
     opts = Options({}, "x")
     assert (opts.flag("a"), opts.flag("a", True), opts.integer("b", 3), opts.text("c"), opts.text("c", "d")) == (

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qs, unquote
 
@@ -204,33 +204,33 @@ class Options:
 
     def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
         """A whole number within the bounds."""
-        value = self._values.get(name, _MISSING)
-        if value is _MISSING:
-            return default
-        if isinstance(value, bool):
-            raise self._bad(name, "a whole number", value)
-        try:
-            number = value if isinstance(value, int) else int(str(value).strip())
-        except ValueError:
-            raise self._bad(name, "a whole number", value) from None
+        number = self._read(name, default, "a whole number", lambda v: v if isinstance(v, int) else int(str(v).strip()))
         self._check_bounds(name, number, minimum, maximum)
         return number
 
     def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
         """A (finite) number within the bounds; seconds, for durations."""
+        number = self._read(
+            name, default, "a number", lambda v: float(v if isinstance(v, int | float) else str(v).strip())
+        )
+        if number != number or number in (float("inf"), float("-inf")):
+            raise self._bad(name, "a finite number", self._values[name])
+        self._check_bounds(name, number, minimum, maximum)
+        return number
+
+    def _read(self, name: str, default: T, want: str, read: Callable[[Any], T]) -> T:
+        """``read(value)`` of the option, ``default`` if absent; a ValidationError saying it must be ``want`` where
+        ``read`` cannot (ValueError; OverflowError: a keyword's int past a float's range), or the value is a bool
+        (an int to Python, never meant as a number here)."""
         value = self._values.get(name, _MISSING)
         if value is _MISSING:
             return default
         if isinstance(value, bool):
-            raise self._bad(name, "a number", value)
+            raise self._bad(name, want, value)
         try:
-            number = float(value) if isinstance(value, int | float) else float(str(value).strip())
-        except ValueError:
-            raise self._bad(name, "a number", value) from None
-        if number != number or number in (float("inf"), float("-inf")):
-            raise self._bad(name, "a finite number", value)
-        self._check_bounds(name, number, minimum, maximum)
-        return number
+            return read(value)
+        except (ValueError, OverflowError):
+            raise self._bad(name, want, value) from None
 
     def _check_bounds(self, name: str, number: float, minimum: float | None, maximum: float | None) -> None:
         if minimum is not None and number < minimum:
