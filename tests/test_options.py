@@ -152,3 +152,14 @@ def test_tls_files_of_a_small_key_are_taken_as_the_clients_take_them(tmp_path: p
     check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", key))
     with pytest.raises(nbdb.ValidationError, match="option cert with key"):
         check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", crt))
+
+
+def test_an_absent_option_takes_its_default_unchecked_rev21() -> None:
+    # An absent option is its default, as given: the bounds and finiteness check what the user wrote. Hazelcast
+    # passes the user's timeout (no maximum) as retry_deadline's default (maximum 86400): timeout=100000 parsed
+    # on main and must still; an infinite default is no KeyError.
+    from nbdb.backends.hazelcast._client import parse_url
+
+    assert parse_url("hazelcast://h/c?timeout=100000", {}).retry.deadline == 100000.0
+    assert Options({}, "x").integer("n", 5, minimum=10) == 5
+    assert Options({}, "x").number("n", float("inf")) == float("inf")
