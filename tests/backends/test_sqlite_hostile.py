@@ -694,3 +694,35 @@ def test_a_duplicate_whose_index_another_tool_spoiled_goes_without_freeing_its_v
             db.create(LogicalSwitchPort(switch=switch.id, name="x"))
         db.delete(holder)  # the true holder's release frees it
         db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+
+
+def test_a_block_taken_over_after_its_commit_ran_is_never_said_rolled_back_rev21(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal handler that closes the connection (taking the block's lock over) and raises, landing right after
+    # COMMIT ran: the transaction is durable. The exit must not say "rolled this transaction back" (a wrong
+    # outcome, and ``committed`` left empty); it knows COMMIT ran, or says the outcome is unknown.
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    backend = db.backend
+    assert isinstance(backend, SqliteBackend)
+    writer = backend._writer
+    commit = writer._commit
+
+    def commit_then_handler() -> None:
+        monkeypatch.undo()
+        commit()  # COMMIT ran: durable
+        with writer.transaction():  # the handler's own block takes the lock over (rolls back nothing: none open)
+            pass
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_commit", commit_then_handler)
+    committed: list[bool] = []
+    with pytest.raises(BaseException) as raised:
+        with writer.transaction("IMMEDIATE", committed) as sql:
+            sql.execute("INSERT INTO nbdb_leases VALUES ('kept', x'00', 0)")
+    assert not writer._held and not writer.lock.locked()
+    assert writer.one("SELECT count(*) FROM nbdb_leases WHERE key = 'kept'")[0] == 1  # it was committed
+    assert "rolled this transaction back" not in str(raised.value), raised.value
+    assert committed == [True]  # COMMIT ran, whatever interrupted it (the _Block contract)
+    db.close()
