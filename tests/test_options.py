@@ -163,3 +163,12 @@ def test_an_absent_option_takes_its_default_unchecked_rev21() -> None:
     assert parse_url("hazelcast://h/c?timeout=100000", {}).retry.deadline == 100000.0
     assert Options({}, "x").integer("n", 5, minimum=10) == 5
     assert Options({}, "x").number("n", float("inf")) == float("inf")
+
+
+@pytest.mark.parametrize("read", ["number", "integer-bounded"])
+def test_a_keyword_int_too_long_to_print_is_a_validation_error_rev21(read: str) -> None:
+    # e192899c says a keyword int past a float's range is a ValidationError; past 4300 digits, formatting the
+    # refusal (str of the int) raises ValueError itself: an untyped error escapes instead.
+    opts = Options({"n": 10**5000}, "x")
+    with pytest.raises(nbdb.ValidationError):
+        opts.number("n", 1.0) if read == "number" else opts.integer("n", 1, maximum=5)
