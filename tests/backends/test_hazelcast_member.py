@@ -528,3 +528,42 @@ def test_a_reprobe_found_due_before_another_was_answered_sends_nothing(
         assert (backend.member_reprobes, backend._reprobe_at) == (0, due)
         fixed.undo()
         assert db.update(parent.replace(size=2)).size == 2
+
+
+@pytest.mark.timeout(60)
+def test_tasks_handed_back_while_on_leave_a_later_refusal_its_reprobes_rev21(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a membership change, tasks handed back (foreign data) each probe, and the code is there: member commits
+    stay on. Those probes must not use up the window the membership change opened: when the lock's owner then
+    refuses a task (the partition migrated to a member of another protocol, see another_protocol) and later runs
+    this protocol again, a re-probe on the back-off finds it (main did; wip/smalls counts the hand-backs' probes
+    and schedules none)."""
+    from nbdb.backends.hazelcast import _backend, _member
+
+    monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.01, raising=False)
+    monkeypatch.setattr(_backend, "_REPROBE_MAX", 0.04, raising=False)
+    with nbdb.connect(hazelcast_server.url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit
+        parent = db.create(KitParent(name="p"))
+        backend._on_members(None)  # a member joined (as the listener is called)
+        backend._kv.put("o/foreign", "a string some other program wrote")
+        for _ in range(8):
+            with pytest.raises(errors.CorruptRecordError):
+                backend.commit_keys([], {"o/foreign": b"mine"}, [])
+        assert backend.member_commit
+        with pytest.MonkeyPatch.context() as fixed:
+            fixed.setattr(_backend, "PROTOCOL", _member.PROTOCOL + 1)
+            fixed.setattr(_member.CommitTask, "CLASS_ID", 99)
+            parent = db.update(parent.replace(size=1))  # refused unread: member commits off
+            assert not backend.member_commit
+        size, deadline = 1, time.monotonic() + 5
+        while not backend.member_commit and time.monotonic() < deadline:
+            size += 1
+            parent = db.update(parent.replace(size=size))
+            time.sleep(0.01)
+        assert backend.member_commit, f"no re-probe after the refusal (member_reprobes={backend.member_reprobes})"
+        assert db.get(KitParent, parent.id) == parent
