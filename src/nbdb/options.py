@@ -216,9 +216,7 @@ class Options:
         default)."""
         if name not in self._values:
             return default
-        number = self._read(
-            name, "a number", lambda v: float(v if isinstance(v, int | float) else str(v).strip())
-        )
+        number = self._read(name, "a number", lambda v: float(v if isinstance(v, int | float) else str(v).strip()))
         if number != number or number in (float("inf"), float("-inf")):
             raise self._bad(name, "a finite number", self._values[name])
         self._check_bounds(name, number, minimum, maximum)
