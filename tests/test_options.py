@@ -154,7 +154,7 @@ def test_tls_files_of_a_small_key_are_taken_as_the_clients_take_them(tmp_path: p
         check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", crt))
 
 
-def test_an_absent_option_takes_its_default_unchecked_rev21() -> None:
+def test_an_absent_option_takes_its_default_unchecked() -> None:
     # An absent option is its default, as given: the bounds and finiteness check what the user wrote. Hazelcast
     # passes the user's timeout (no maximum) as retry_deadline's default (maximum 86400): timeout=100000 parsed
     # on main and must still; an infinite default is no KeyError.
@@ -166,7 +166,7 @@ def test_an_absent_option_takes_its_default_unchecked_rev21() -> None:
 
 
 @pytest.mark.parametrize("read", ["number", "integer-bounded"])
-def test_a_keyword_int_too_long_to_print_is_a_validation_error_rev21(read: str) -> None:
+def test_a_keyword_int_too_long_to_print_is_a_validation_error(read: str) -> None:
     # e192899c says a keyword int past a float's range is a ValidationError; past 4300 digits, formatting the
     # refusal (str of the int) raises ValueError itself: an untyped error escapes instead.
     opts = Options({"n": 10**5000}, "x")

@@ -267,6 +267,15 @@ def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when
     db.close()
 
 
+def _opened_writer(path: Path) -> tuple[nbdb.Database, Any]:
+    """A database on ``path``, its schema made, and its backend's writer connection (nbdb's own _Connection)."""
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    backend = db.backend
+    assert isinstance(backend, SqliteBackend)
+    return db, backend._writer
+
+
 @pytest.mark.parametrize("when", ["in-its-body", "as-it-commits"])
 @pytest.mark.parametrize("inner", ["nested", "close"])
 def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(
@@ -282,11 +291,7 @@ def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and
     # first); the exit's COMMIT then fails. That exit popped its record with no default: a KeyError replaced the
     # outcome. It now lets go the one way the other paths do (_let_go), says the transaction was rolled back, and
     # leaves the connection alone (not its block's any more: another thread may hold it by then).
-    db = nbdb.connect(f"sqlite:///{path}")
-    db.list(LogicalSwitch)
-    backend = db.backend
-    assert isinstance(backend, SqliteBackend)
-    writer = backend._writer
+    db, writer = _opened_writer(path)
     commit = writer._commit
 
     def take_over() -> None:
@@ -696,17 +701,13 @@ def test_a_duplicate_whose_index_another_tool_spoiled_goes_without_freeing_its_v
         db.create(LogicalSwitchPort(switch=switch.id, name="x"))
 
 
-def test_a_block_taken_over_after_its_commit_ran_is_never_said_rolled_back_rev21(
+def test_a_block_taken_over_after_its_commit_ran_is_never_said_rolled_back(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A signal handler that closes the connection (taking the block's lock over) and raises, landing right after
     # COMMIT ran: the transaction is durable. The exit must not say "rolled this transaction back" (a wrong
     # outcome, and ``committed`` left empty); it knows COMMIT ran, or says the outcome is unknown.
-    db = nbdb.connect(f"sqlite:///{path}")
-    db.list(LogicalSwitch)
-    backend = db.backend
-    assert isinstance(backend, SqliteBackend)
-    writer = backend._writer
+    db, writer = _opened_writer(path)
     commit = writer._commit
 
     def commit_then_handler() -> None:
@@ -721,6 +722,7 @@ def test_a_block_taken_over_after_its_commit_ran_is_never_said_rolled_back_rev21
     with pytest.raises(BaseException) as raised:
         with writer.transaction("IMMEDIATE", committed) as sql:
             sql.execute("INSERT INTO nbdb_leases VALUES ('kept', x'00', 0)")
+    assert raised.type is KeyboardInterrupt  # the handler's interrupt goes on, the outcome known (committed)
     assert not writer._held and not writer.lock.locked()
     assert writer.one("SELECT count(*) FROM nbdb_leases WHERE key = 'kept'")[0] == 1  # it was committed
     assert "rolled this transaction back" not in str(raised.value), raised.value
