@@ -60,7 +60,7 @@ def test_url_grammar() -> None:
 @given(probes=st.integers(-(2**40), 2**40), keyword=st.booleans())
 def test_member_probes_is_a_whole_number_from_zero(probes: int, keyword: bool) -> None:
     """The probe window after a membership change is an option (docs/backends/hazelcast.md, "Member commits
-    come back"): 7 when absent, any whole number from 0 (0: the connect's probe only); anything else is a
+    come back"): 7 when absent, any whole number from 0 (0: no timed re-probes); anything else is a
     ValidationError naming it, from the URL or a keyword (it was an unknown option before)."""
     assert parse_url("hazelcast://h/c", {}).member_probes == 7
     url, options = (

@@ -192,14 +192,18 @@ class HazelcastBackend(ChangeLogBackend):
         """When member commits, off, may be asked for again (monotonic time; see :meth:`_reprobe_member_code`);
         None while on, while a re-probe is in flight, or with ``member_commit=0``."""
         self._reprobe_delay = _REPROBE_FIRST
-        self._reprobes_left = config.member_probes
-        """Probes still to be sent, at most, until the next membership change resets it to ``member_probes``.
+        self._reprobes_left = max(config.member_probes - 1, 0)
+        """Re-probes (:meth:`_reprobe_member_code`) still to be sent, at most, in the window the connect or the last
+        membership change opened: ``member_probes`` probes in all, the connect's own probe the first of the
+        connect's window (so one fewer here), the re-probe sent at once the first of a membership change's.
 
         A member gains the jar or another protocol only by restarting, which the membership listener sees; the
-        probes after it (at once, then on the back-off: 1, 3, 7, 15, 31, 63 s) cover the partitions' migration,
-        while the lock's owner may change. Each probe a stock member cannot read is a SEVERE with a stack trace
-        in its log: probing on for the client's life only spammed them. The connect's own probe is not counted
-        and opens no window (see :meth:`_probe_member_code`)."""
+        probes after a connect or a membership change (on the back-off: 1, 3, 7, 15, 31, 63 s) cover the
+        partitions' migration, while the lock's owner may change (a client that connects during it may have
+        missed the change that started it: a join before its listener, or one already in its first member list).
+        Each probe a stock member cannot read is a SEVERE with a stack trace in its log: probing on for the
+        client's life only spammed them. Only these re-probes count: the probe that tells why a task was refused
+        or handed back (:meth:`_member_code_present`) is not the window's, and uses none of it."""
         self._reprobing = threading.Lock()
         """Held while a re-probe is in flight: one at a time."""
         self.member_reprobes = 0
@@ -272,10 +276,9 @@ class HazelcastBackend(ChangeLogBackend):
                 self.member_commit = True
                 return
             why = f"the members' nbdb jar speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
-        # Off, and not asked again on the back-off: the answer holds until the membership changes (then
-        # _on_members asks), the lock's owner having answered for this membership. Re-probed on the timer too,
-        # a stock cluster logged seven SEVEREs per connect of every client, where one says it all.
-        self.member_commit = False
+        # Off, asked again on the back-off within the connect's window (member_probes): the partitions may still
+        # migrate after a membership change this client never saw, and the lock's owner change with them.
+        self._member_commit_off()
         if self.config.where not in _WARNED:
             _WARNED.add(self.config.where)
             log.warning(
@@ -1271,7 +1274,6 @@ class HazelcastBackend(ChangeLogBackend):
         off if not, a member without the jar, or with one of another protocol, as a rolling deploy brings,
         until a re-probe after the back-off finds them again: see :meth:`_reprobe_member_code`)."""
         try:
-            self._reprobes_left -= 1  # a probe like any other (may go below 0: this one must go, to tell the outcome)
             reply = self.gate.send(lambda: self._executor.execute_on_key_owner(_COMMIT_LOCK, ProbeTask())).result()
         except hzerrors.HazelcastSerializationError:
             why = "a member lacks nbdb's member-side jar"
@@ -1292,7 +1294,7 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _member_commit_off(self) -> None:
         """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again
-        (none once ``member_probes`` probes were sent since the connect or the last membership change)."""
+        (none once the window the connect or the last membership change opened is used up: ``_reprobes_left``)."""
         self.member_commit = False
         if self._reprobes_left <= 0:
             self._reprobe_at = None  # until the membership changes (see _on_members)

@@ -43,7 +43,8 @@ DEFAULT_PORT = 5701
 DEFAULT_HISTORY = 10_000
 DEFAULT_GROUP_COMMIT = 32
 DEFAULT_MEMBER_PROBES = 7
-"""Probes of the members' code a membership change brings at most (at once, then 1, 3, 7, 15, 31, 63 s after)."""
+"""Probes of the members' code in the window a connect or a membership change opens, at most (the connect's probe or
+one at once, then 1, 3, 7, 15, 31, 63 s after): main's window."""
 RECONNECT_MAX_BACKOFF = 1.0
 """Seconds, at most, between two attempts of a client to reach its cluster again after losing it."""
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
@@ -91,8 +92,9 @@ class HazelcastConfig:
     member_commit: bool
     """Commit with nbdb's member-side task when the members have it (one round trip a commit)."""
     member_probes: int
-    """While member commits are off, how often the client asks the members again after a membership change (0:
-    never, only the connect's probe; see ``HazelcastBackend._reprobe_member_code``)."""
+    """While member commits are off, how many probes the window after a connect or a membership change sends at most
+    (0: no timed re-probes and no membership listener, the connect's probe only, besides the one a refused or handed
+    back task sends; see ``HazelcastBackend._reprobe_member_code``)."""
     retry: RetryPolicy
 
     @property
