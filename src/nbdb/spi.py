@@ -26,6 +26,7 @@ from nbdb.errors import UnsupportedError
 
 __all__ = [
     "ANY_VERSION",
+    "CheckedData",
     "DEFERRED",
     "Backend",
     "CommitResult",
@@ -49,6 +50,35 @@ RefKey = tuple[str, uuid.UUID]
 
 ANY_VERSION = -1
 """``Delete.expect_version`` that accepts whatever version is stored."""
+
+
+class CheckedData(bytes):
+    """``Record.data`` whose enumerated fields hold values the store's own schema checked (OVSDB's columns).
+
+    ``admitted``: field -> the values its column admits that the model's enum
+    lacks (a newer schema's). The codec reads such a value into the field as
+    a :class:`nbdb.models.NewerValue` instead of refusing the record; only a
+    store whose server refuses any other value there may hand these bytes out,
+    and only a backend makes them (what a store of records holds is plain
+    bytes, however written). Equal to the same plain bytes, but hashed apart
+    from them, so that no memo of decoded records mixes the two.
+    """
+
+    admitted: dict[str, frozenset[str]]
+
+    def __new__(cls, data: bytes, admitted: dict[str, frozenset[str]]) -> CheckedData:
+        self = super().__new__(cls, data)
+        self.admitted = admitted
+        return self
+
+    def __hash__(self) -> int:
+        return hash((bytes(self), CheckedData))
+
+    def __eq__(self, other: object) -> bool:
+        return bytes.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return bytes.__ne__(self, other)
 
 
 class Deferred(bytes):

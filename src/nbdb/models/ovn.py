@@ -8,13 +8,13 @@ parent (``Logical_Switch.ports``), nbdb has the child name its parent
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
 from pydantic import Field, model_validator
 
 from nbdb.models.base import Model, Reference
+from nbdb.models.enums import SchemaEnum
 from nbdb.models.types import (
     AddressSetEntry,
     AllocatedVlanTag,
@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 
-class PortType(StrEnum):
+class PortType(SchemaEnum):
     """``Logical_Switch_Port.type``."""
 
     NORMAL = ""
@@ -91,14 +91,14 @@ class PortType(StrEnum):
     REMOTE = "remote"
 
 
-class Direction(StrEnum):
+class Direction(SchemaEnum):
     """Direction of an ACL or QoS rule."""
 
     FROM_LPORT = "from-lport"
     TO_LPORT = "to-lport"
 
 
-class ACLAction(StrEnum):
+class ACLAction(SchemaEnum):
     """``ACL.action``."""
 
     ALLOW = "allow"
@@ -109,7 +109,7 @@ class ACLAction(StrEnum):
     PASS = "pass"
 
 
-class Severity(StrEnum):
+class Severity(SchemaEnum):
     """``ACL.severity``."""
 
     ALERT = "alert"
@@ -119,7 +119,7 @@ class Severity(StrEnum):
     DEBUG = "debug"
 
 
-class NATType(StrEnum):
+class NATType(SchemaEnum):
     """``NAT.type``."""
 
     DNAT = "dnat"
@@ -127,14 +127,14 @@ class NATType(StrEnum):
     DNAT_AND_SNAT = "dnat_and_snat"
 
 
-class RoutePolicy(StrEnum):
+class RoutePolicy(SchemaEnum):
     """``Logical_Router_Static_Route.policy``."""
 
     SRC_IP = "src-ip"
     DST_IP = "dst-ip"
 
 
-class RouterPolicyAction(StrEnum):
+class RouterPolicyAction(SchemaEnum):
     """``Logical_Router_Policy.action``."""
 
     ALLOW = "allow"
@@ -142,7 +142,7 @@ class RouterPolicyAction(StrEnum):
     REROUTE = "reroute"
 
 
-class LoadBalancerProtocol(StrEnum):
+class LoadBalancerProtocol(SchemaEnum):
     """``Load_Balancer.protocol``."""
 
     TCP = "tcp"
@@ -150,7 +150,7 @@ class LoadBalancerProtocol(StrEnum):
     SCTP = "sctp"
 
 
-class LoadBalancerField(StrEnum):
+class LoadBalancerField(SchemaEnum):
     """``Load_Balancer.selection_fields``: what the backend choice hashes (ovn-nbctl lb-add --selection-fields)."""
 
     ETH_SRC = "eth_src"
@@ -161,14 +161,14 @@ class LoadBalancerField(StrEnum):
     TP_DST = "tp_dst"
 
 
-class MirrorType(StrEnum):
+class MirrorType(SchemaEnum):
     """``Mirror.type``: the tunnel mirrored packets travel in."""
 
     GRE = "gre"
     ERSPAN = "erspan"
 
 
-class BFDStatus(StrEnum):
+class BFDStatus(SchemaEnum):
     """``BFD.status``: the session's state, which ovn-northd writes back from the Southbound database."""
 
     DOWN = "down"
@@ -177,20 +177,20 @@ class BFDStatus(StrEnum):
     ADMIN_DOWN = "admin_down"
 
 
-class MeterUnit(StrEnum):
+class MeterUnit(SchemaEnum):
     """``Meter.unit``: what a meter's band rates count."""
 
     KBPS = "kbps"
     PKTPS = "pktps"
 
 
-class MeterBandAction(StrEnum):
+class MeterBandAction(SchemaEnum):
     """``Meter_Band.action``: what a band does to the packets above its rate (OVN knows one)."""
 
     DROP = "drop"
 
 
-class EncapType(StrEnum):
+class EncapType(SchemaEnum):
     """Tunnel encapsulation a chassis offers."""
 
     GENEVE = "geneve"
