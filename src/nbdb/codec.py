@@ -396,7 +396,7 @@ def _with_newer(model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], 
         obj = model.__pydantic_validator__.validate_python(fields)
     except pydantic.ValidationError:
         return None
-    for loc, enum, text in newer:
+    for loc, _, text in newer:
         _note_newer(model, str(loc[0]), text)
     return (obj.__dict__, None, None) if type(parsed) is tuple else obj
 

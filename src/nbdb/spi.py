@@ -26,9 +26,9 @@ from nbdb.errors import UnsupportedError
 
 __all__ = [
     "ANY_VERSION",
-    "CheckedData",
     "DEFERRED",
     "Backend",
+    "CheckedData",
     "CommitResult",
     "Deferred",
     "Delete",

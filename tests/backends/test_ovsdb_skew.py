@@ -206,7 +206,12 @@ def test_a_newer_schemas_enum_value_reads_as_its_text_and_an_update_of_another_f
             assert event.new is not None and event.new.id == id
             assert event.new.action == "jump" and not isinstance(event.new.action, RouterPolicyAction)
         policy = db.get(LogicalRouterPolicy, id)
-        assert (policy.action, policy.action.value, policy.priority, policy.options) == ("jump", "jump", 2, {"chain": "c1"})
+        assert (policy.action, policy.action.value, policy.priority, policy.options) == (
+            "jump",
+            "jump",
+            2,
+            {"chain": "c1"},
+        )
         assert {p.id: p.action for p in db.list(LogicalRouterPolicy) if p.router == router.id} == {
             kept.id: "allow",
             id: "jump",

@@ -6,7 +6,9 @@ the plain bytes any store of records holds; the real server's side is in tests/b
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import uuid
 import warnings
 
@@ -107,3 +109,10 @@ def test_checked_bytes_are_equal_to_the_plain_bytes_but_never_share_their_decode
     assert codec.decode(LogicalRouterPolicy, _record(id, checked)).action == "jump"
     with pytest.raises(nbdb.CorruptRecordError):  # not the memo's copy of the checked bytes
         codec.decode(LogicalRouterPolicy, _record(id, data))
+
+
+def test_a_copy_holding_a_newer_value_pickles_and_copies_with_it() -> None:
+    policy = LogicalRouterPolicy(router=uuid.uuid4(), priority=1, match="ip4", action="allow")
+    policy = policy.replace(action=newer_value(RouterPolicyAction, "jump"))
+    for again in (pickle.loads(pickle.dumps(policy)), copy.deepcopy(policy), copy.copy(policy)):
+        assert again == policy and type(again.action) is type(policy.action)

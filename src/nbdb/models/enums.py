@@ -20,7 +20,6 @@ newer value is written only to a store that checks it against its schema
 
 from __future__ import annotations
 
-import functools
 import typing
 from collections.abc import Iterable
 from enum import StrEnum
@@ -58,6 +57,10 @@ class NewerValue(str):
 
     def __repr__(self) -> str:
         return f"<{self.enum.__name__} newer value {str(self)!r}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[type[SchemaEnum], str]]:
+        # Pickled as its enum and text: the subclass is made at run time, under no importable name.
+        return newer_value, (self.enum, str(self))
 
 
 _TYPES: dict[type[SchemaEnum], type[NewerValue]] = {}
@@ -121,10 +124,12 @@ def carried_in(value: Any) -> Iterable[NewerValue]:
         yield from (item for item in value.values() if isinstance(item, NewerValue))
 
 
-@functools.cache
 def enum_fields(model: type[Any]) -> dict[str, type[SchemaEnum]]:
     """The fields of ``model`` (a Model class) typed by a :class:`SchemaEnum` (themselves, their items or values)."""
-    found = {}
+    known = _FIELDS.get(model)
+    if known is not None:
+        return known
+    found: dict[str, type[SchemaEnum]] = {}
     for name, field in model.model_fields.items():
         stack = [field.annotation]
         while stack:
@@ -133,7 +138,11 @@ def enum_fields(model: type[Any]) -> dict[str, type[SchemaEnum]]:
                 found[name] = annotation
                 break
             stack.extend(typing.get_args(annotation))
+    _FIELDS[model] = found  # whole, then shared (another thread may ask meanwhile)
     return found
+
+
+_FIELDS: dict[type[Any], dict[str, type[SchemaEnum]]] = {}
 
 
 def newer_held(obj: Any) -> dict[str, list[str]]:

@@ -159,9 +159,9 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
             refs = [(spec, why) for spec in model.nbdb_references if (why := why_not(spec.target)) is not None]
             check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table), backend.unwritable(model.nbdb_table))
         refs, fixed, read_only = check
-        if newer and (held := enums.newer_held(obj)):
-            for name in held:
-                what = f"{model.nbdb_table}.{name} holds a newer schema's enum values ({', '.join(map(repr, held[name]))})"
+        if newer and (carried := enums.newer_held(obj)):
+            for name, texts in carried.items():
+                what = f"{model.nbdb_table}.{name} holds a newer schema's enum values ({', '.join(map(repr, texts))})"
                 why = "the destination is a store of records, which checks no enum and could not read them back"
                 found.setdefault((what, why), [0, obj.id])[0] += 1
         if read_only is not None:

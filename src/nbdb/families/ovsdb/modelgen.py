@@ -56,7 +56,9 @@ from nbdb.models import Model
 __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
-_IMPORTED = frozenset({"Annotated", "ClassVar", "Column", "Field", "Literal", "Model", "Reference", "SchemaEnum", "UUID"})
+_IMPORTED = frozenset(
+    {"Annotated", "ClassVar", "Column", "Field", "Literal", "Model", "Reference", "SchemaEnum", "UUID"}
+)
 """Names the generated module imports, which no class of it may take."""
 _BUILTINS = frozenset({"str", "int", "float", "bool", "list", "dict"})
 """Built-in names the classes' bodies use: a field of that name hid them from the fields after it (a

@@ -1,0 +1,78 @@
+"""Instructions per object of validating enumerated fields, two checkouts in turns, under callgrind.
+
+The hot path an enumerated field's type (``SchemaEnum``, which also holds a newer schema's value
+read from OVSDB) must not slow: objects built from plain text (an ACL, a router policy and a port:
+five enum fields in all), ``replace()`` of two of them, ``encode`` of two, and a ``decode_each``
+of ACL records. No store: the model layer alone, where the enum's schema acts::
+
+    python benchmarks/enum_fields_cg.py --a /work/main/src --b src --rounds 2
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from abrun import ab_parser, callgrind_phases, in_turns, loadavg
+
+WORKER = r"""
+import operator, sys, uuid
+from nbdb import codec
+from nbdb.models import ACL, LogicalRouterPolicy, LogicalSwitchPort
+from nbdb.spi import Record
+
+count = int(sys.argv[1])
+switch, router = uuid.uuid4(), uuid.uuid4()
+
+def build():
+    for i in range(count):
+        ACL(switch=switch, direction="to-lport", priority=100, match="ip4", action="allow-related", severity="info")
+        LogicalRouterPolicy(router=router, priority=i % 30000, match="ip4", action="reroute", nexthop="10.0.0.1")
+        LogicalSwitchPort(switch=switch, name=f"p{i}", type="router")
+
+acl = ACL(switch=switch, direction="to-lport", priority=100, match="ip4", action="allow-related", severity="info")
+policy = LogicalRouterPolicy(router=router, priority=1, match="ip4", action="reroute", nexthop="10.0.0.1")
+
+def replace():
+    for i in range(count):
+        acl.replace(priority=i % 30000, action="drop")
+        policy.replace(priority=i % 30000)
+
+def encode():
+    for _ in range(count):
+        codec.encode(acl)
+        codec.encode(policy)
+
+records = [Record("ACL", acl.id, None, v + 1, codec.encode(acl), None) for v in range(count)]
+
+def decode():
+    codec.decode_each(ACL, records)
+
+for phase in (build, replace, encode, decode):
+    phase()  # warmed, outside collection
+for phase in (build, replace, encode, decode):
+    operator.call(phase)
+"""
+
+PHASES = ("build ACL+policy+port", "replace ACL+policy", "encode ACL+policy", "decode_each ACL")
+
+
+def main() -> None:
+    args = ab_parser(__doc__, 2000).parse_args()
+    sides = {"a": args.a, "b": args.b}
+    results: dict[str, list[list[float]]] = {"a": [], "b": []}
+    print(f"load average before: {loadavg()}", flush=True)
+    for n, side in in_turns(args.rounds):
+        totals = callgrind_phases(sides[side], WORKER, [str(args.count)])
+        if len(totals) != len(PHASES):
+            raise RuntimeError(f"{sides[side]}: {len(totals)} phases, expected {len(PHASES)}")
+        per = [total / args.count for total in totals]
+        results[side].append(per)
+        print(f"round {n} {side}: " + "  ".join(f"{t / 1000:6.2f}k" for t in per), flush=True)
+    print(f"instructions per iteration, medians (k), of {', '.join(PHASES)}:")
+    for k, phase in enumerate(PHASES):
+        a, b = (statistics.median(r[k] for r in results[s]) / 1000 for s in ("a", "b"))
+        print(f"  {phase:22} a {a:7.2f}  b {b:7.2f}  b-a {b - a:+6.2f}k  b/a {b / a:5.3f}")
+
+
+if __name__ == "__main__":
+    main()
