@@ -10,9 +10,7 @@ of ACL records. No store: the model layer alone, where the enum's schema acts::
 
 from __future__ import annotations
 
-import statistics
-
-from abrun import ab_parser, callgrind_phases, in_turns, loadavg
+from abrun import ab_parser, callgrind_ab
 
 WORKER = r"""
 import operator, sys, uuid
@@ -58,20 +56,7 @@ PHASES = ("build ACL+policy+port", "replace ACL+policy", "encode ACL+policy", "d
 
 def main() -> None:
     args = ab_parser(__doc__, 2000).parse_args()
-    sides = {"a": args.a, "b": args.b}
-    results: dict[str, list[list[float]]] = {"a": [], "b": []}
-    print(f"load average before: {loadavg()}", flush=True)
-    for n, side in in_turns(args.rounds):
-        totals = callgrind_phases(sides[side], WORKER, [str(args.count)])
-        if len(totals) != len(PHASES):
-            raise RuntimeError(f"{sides[side]}: {len(totals)} phases, expected {len(PHASES)}")
-        per = [total / args.count for total in totals]
-        results[side].append(per)
-        print(f"round {n} {side}: " + "  ".join(f"{t / 1000:6.2f}k" for t in per), flush=True)
-    print(f"instructions per iteration, medians (k), of {', '.join(PHASES)}:")
-    for k, phase in enumerate(PHASES):
-        a, b = (statistics.median(r[k] for r in results[s]) / 1000 for s in ("a", "b"))
-        print(f"  {phase:22} a {a:7.2f}  b {b:7.2f}  b-a {b - a:+6.2f}k  b/a {b / a:5.3f}")
+    callgrind_ab(args, WORKER, PHASES, lambda _: [str(args.count)], what="iteration")
 
 
 if __name__ == "__main__":

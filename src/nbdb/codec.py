@@ -132,8 +132,16 @@ def _stored_form(model: type[Model]) -> SchemaSerializer | None:
 
 
 def _serialized(node: dict[str, Any]) -> bool | None:
-    """True of a core schema node with a serializer of its own (a rule of :func:`nbdb.coreschema.find`)."""
-    return True if "serialization" in node else None
+    """True of a core schema node with a serializer of its own (a rule of :func:`nbdb.coreschema.find`).
+
+    But text's plain serializer (``{"type": "str"}``, a :class:`~nbdb.models.SchemaEnum`'s: a member
+    or a newer value as its text), which depends on the value alone, as the field's own would.
+    """
+    serialization = node.get("serialization")
+    return None if serialization is None or serialization == _TEXT else True
+
+
+_TEXT = {"type": "str"}
 
 
 _KEPT = ("schema", "serialization_alias", "serialization_exclude", "serialization_exclude_if", "metadata")
