@@ -17,6 +17,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
@@ -36,7 +37,7 @@ from nbdb.models.base import (
     set_private,
     validation_error_of,
 )
-from nbdb.models.enums import SchemaEnum, enum_fields, newer_value
+from nbdb.models.enums import enum_fields, newer_value
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import CheckedData, Record
 from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
@@ -132,16 +133,8 @@ def _stored_form(model: type[Model]) -> SchemaSerializer | None:
 
 
 def _serialized(node: dict[str, Any]) -> bool | None:
-    """True of a core schema node with a serializer of its own (a rule of :func:`nbdb.coreschema.find`).
-
-    But text's plain serializer (``{"type": "str"}``, a :class:`~nbdb.models.SchemaEnum`'s: a member
-    or a newer value as its text), which depends on the value alone, as the field's own would.
-    """
-    serialization = node.get("serialization")
-    return None if serialization is None or serialization == _TEXT else True
-
-
-_TEXT = {"type": "str"}
+    """True of a core schema node with a serializer of its own (a rule of :func:`nbdb.coreschema.find`)."""
+    return True if "serialization" in node else None
 
 
 _KEPT = ("schema", "serialization_alias", "serialization_exclude", "serialization_exclude_if", "metadata")
@@ -350,17 +343,17 @@ def _known_fields(
 
 def _unknown_and_newer(
     model: type[Model], exc: pydantic.ValidationError, data: bytes
-) -> tuple[list[str], list[tuple[tuple[Any, ...], type[SchemaEnum], str]]] | None:
+) -> tuple[list[str], list[tuple[tuple[Any, ...], type[StrEnum], str]]] | None:
     """The top-level fields ``exc`` found the model does not have, and the newer schema's enum values it found
     (where, the field's enum, the text); None if anything else failed too.
 
     A value outside its field's enum is a newer schema's only where the store says its schema checked it
-    (:class:`nbdb.spi.CheckedData`): in a field of a :class:`SchemaEnum`, itself or an item of a list or
+    (:class:`nbdb.spi.CheckedData`): in a field of a ``StrEnum``, itself or an item of a list or
     a map's value, and among the values the record's ``admitted`` names for that field.
     """
     admitted = data.admitted if type(data) is CheckedData else None
     names: list[str] = []
-    newer: list[tuple[tuple[Any, ...], type[SchemaEnum], str]] = []
+    newer: list[tuple[tuple[Any, ...], type[StrEnum], str]] = []
     for problem in exc.errors(include_url=False):
         loc, kind = problem["loc"], problem["type"]
         if kind == "extra_forbidden" and len(loc) == 1:
@@ -375,8 +368,8 @@ def _unknown_and_newer(
     return names, newer
 
 
-def _enum_of(model: type[Model], name: str) -> type[SchemaEnum] | None:
-    """The :class:`SchemaEnum` of field ``name`` of ``model`` (of its items or values), or None."""
+def _enum_of(model: type[Model], name: str) -> type[StrEnum] | None:
+    """The ``StrEnum`` of field ``name`` of ``model`` (of its items or values), or None."""
     return enum_fields(model).get(name)
 
 
@@ -388,7 +381,7 @@ def _at(document: dict[str, Any], loc: tuple[Any, ...], value: Any) -> None:
         document[loc[0]][loc[1]] = value
 
 
-def _with_newer(model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[SchemaEnum], str]]) -> Any:
+def _with_newer(model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[StrEnum], str]]) -> Any:
     """``parsed`` (as ``validate`` returned it) holding the newer values in their places, validated again.
 
     The model's own validation (its validators too) sees the real values, as a ``replace()`` of

@@ -57,7 +57,7 @@ class CheckedData(bytes):
 
     ``admitted``: field -> the values its column admits that the model's enum
     lacks (a newer schema's). The codec reads such a value into the field as
-    a :class:`nbdb.models.NewerValue` instead of refusing the record; only a
+    a newer member of its enum (:func:`nbdb.models.enums.newer_value`) instead of refusing the record; only a
     store whose server refuses any other value there may hand these bytes out,
     and only a backend makes them (what a store of records holds is plain
     bytes, however written). Equal to the same plain bytes, but hashed apart

@@ -1,7 +1,6 @@
 """Typed models: the base :class:`Model`, references, validated types and the OVN-style schema."""
 
 from nbdb.models.base import Column, Model, Reference, RefSpec, all_models, model_for_table
-from nbdb.models.enums import NewerValue, SchemaEnum
 from nbdb.models.ovn import (
     ACL,
     BFD,
@@ -86,7 +85,6 @@ __all__ = [
     "MirrorType",
     "Model",
     "NATType",
-    "NewerValue",
     "PortGroup",
     "PortType",
     "QoS",
@@ -94,7 +92,6 @@ __all__ = [
     "Reference",
     "RoutePolicy",
     "RouterPolicyAction",
-    "SchemaEnum",
     "Severity",
     "StaticMACBinding",
     "all_models",

@@ -1,4 +1,4 @@
-"""Enumerations of a schema's columns, and the values a newer schema added to them.
+"""The values a newer schema added to an enumerated column, read where the store's schema checks them.
 
 A server's schema may be newer than the models (a rolling upgrade: OVN 24.03
 added ``Logical_Router_Policy.action = "jump"``, which
@@ -7,79 +7,72 @@ value must still read, keep its value through an update of another field and
 reach the caches and watches, while nbdb's input check stays: ``action="alow"``
 is refused on every backend, before anything is sent.
 
-So an enumerated field's type is a :class:`SchemaEnum`, which accepts, beside
-its members (and their text, as any enum), a :class:`NewerValue` of its own:
-a ``str`` that only the decoder makes, and only for a value the store's own
-schema admits (:class:`nbdb.spi.CheckedData`: OVSDB, whose server checks every
-value of an enumerated column). Plain text outside the enum is refused as
-before; so is a value another writer left in a store of records (memory,
-Redis...), which stays a :class:`nbdb.CorruptRecordError`. A copy holding a
-newer value is written only to a store that checks it against its schema
-(:func:`refuse_carried`).
+Such a value is read as a *newer member* of the field's ``StrEnum``
+(:func:`newer_value`): an instance of the enum that is none of its declared
+members, equal to its text (``policy.action == "jump"``), with that text as its
+``value`` and ``name``, as Python's own pseudo-members of a ``Flag`` are. Being
+an instance of the enum, every validation (``replace()``) and serialization
+(``encode``, ``model_dump``) takes it as it takes a member: the models' schemas
+are unchanged, so an ordinary write pays nothing. Plain text outside the enum
+is refused as before: only the decoder makes newer members, and only for a
+value the store's own schema admits (:class:`nbdb.spi.CheckedData`: OVSDB,
+whose server checks every value of an enumerated column). A value another
+writer left in a store of records (memory, Redis...) stays a
+:class:`nbdb.CorruptRecordError`, and a copy holding a newer member is written
+only where the server checks the enum (see ``refuse_newer_values`` in
+:mod:`nbdb.commit_context`).
 """
 
 from __future__ import annotations
 
+import threading
 import typing
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
-from pydantic import GetCoreSchemaHandler
-from pydantic_core import CoreSchema
-from pydantic_core import core_schema as cs
+__all__ = ["enum_fields", "is_newer", "newer_held", "newer_value", "newer_values_made"]
 
-__all__ = ["NewerValue", "SchemaEnum", "carried_in", "enum_fields", "newer_held", "newer_value", "newer_values_made"]
-
-
-class NewerValue(str):
-    """A value of an enumerated field that its enum lacks and the store's schema admits (a newer schema's).
-
-    Equal to its text (``policy.action == "jump"``) and written back as that
-    text. Made only by the decoder, one subclass per enum (see
-    :func:`newer_value`): a field of another enum refuses it.
-    """
-
-    __slots__ = ()
-
-    enum: type[SchemaEnum]
-    """The enum whose field held this value."""
-
-    @property
-    def value(self) -> str:
-        """The text, as an enum member's ``value`` gives it."""
-        return str(self)
-
-    @property
-    def name(self) -> str:
-        """No member's name: the text, as the newer schema spells it."""
-        return str(self)
-
-    def __repr__(self) -> str:
-        return f"<{self.enum.__name__} newer value {str(self)!r}>"
-
-    def __reduce__(self) -> tuple[Any, tuple[type[SchemaEnum], str]]:
-        # Pickled as its enum and text: the subclass is made at run time, under no importable name.
-        return newer_value, (self.enum, str(self))
-
-
-_TYPES: dict[type[SchemaEnum], type[NewerValue]] = {}
 MADE: list[bool] = []
-"""Not empty once the process made a :class:`NewerValue`: until then no write needs to look for one."""
+"""Not empty once the process made a newer member: until then no write needs to look for one."""
+
+_MEMBERS: dict[tuple[type[StrEnum], str], StrEnum] = {}
+_LOCK = threading.Lock()
 
 
-def _type_of(enum: type[SchemaEnum]) -> type[NewerValue]:
-    kind = _TYPES.get(enum)
-    if kind is None:
-        kind = _TYPES[enum] = type(f"{enum.__name__}Newer", (NewerValue,), {"__slots__": (), "enum": enum})
-    return kind
+def newer_value(enum: type[StrEnum], text: str) -> StrEnum:
+    """The newer member of ``enum`` holding ``text`` (one per enum and text; for the decoder, see the module's doc).
+
+    ``text`` must be no member's value (a member is returned as itself).
+    """
+    found = _MEMBERS.get((enum, text))
+    if found is not None:
+        return found
+    try:
+        return enum(text)
+    except ValueError:
+        pass
+    with _LOCK:
+        found = _MEMBERS.get((enum, text))
+        if found is None:
+            found = str.__new__(enum, text)
+            found._value_ = text
+            found._name_ = text
+            found.__reduce_ex__ = _reducer(enum, text)  # type: ignore[method-assign]  # unpickled as made
+            _MEMBERS[(enum, text)] = found
+            if not MADE:
+                MADE.append(True)
+    return found
 
 
-def newer_value(enum: type[SchemaEnum], text: str) -> NewerValue:
-    """``text`` as a value of ``enum`` that a newer schema added (for the decoder: see the module's doc)."""
-    if not MADE:
-        MADE.append(True)
-    return _type_of(enum)(text)
+def _reducer(enum: type[StrEnum], text: str) -> Any:
+    # The enum's own reduction calls enum(text), which refuses a value it does not declare.
+    return lambda protocol: (newer_value, (enum, text))
+
+
+def is_newer(value: Any) -> bool:
+    """Whether ``value`` is a newer member of its ``StrEnum`` (read from a newer schema, not declared)."""
+    return isinstance(value, StrEnum) and type(value).__members__.get(value.name) is not value
 
 
 def newer_values_made() -> bool:
@@ -87,54 +80,28 @@ def newer_values_made() -> bool:
     return bool(MADE)
 
 
-class SchemaEnum(StrEnum):
-    """A ``StrEnum`` of a schema's enumerated column: beside its members, it holds its :class:`NewerValue`.
-
-    Validating from Python, plain text is a member or refused as any enum's
-    (the same error); an instance of this enum's newer value type is kept as
-    it is. From JSON only members are read: a decoder that meets another value
-    makes it a newer value only where the store vouches for it. Serialized as
-    text, member or newer value alike, without a warning.
-    """
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
-        members = handler(source)
-        values = [repr(member.value) for member in cls]
-        expected = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else "".join(values)
-        # Members first: an ordinary value pays one union step, a typo gets the enum's own error.
-        python = cs.union_schema(
-            [members, cs.is_instance_schema(_type_of(cls))],
-            mode="left_to_right",
-            custom_error_type="enum",
-            custom_error_context={"expected": expected},
-        )
-        return cs.json_or_python_schema(
-            json_schema=members, python_schema=python, serialization=cs.simple_ser_schema("str")
-        )
-
-
-def carried_in(value: Any) -> Iterable[NewerValue]:
-    """The newer values a field's value holds: itself, or items of a list, set or map's values."""
-    if isinstance(value, NewerValue):
-        yield value
+def carried_in(value: Any) -> Iterable[StrEnum]:
+    """The newer members a field's value holds: itself, or items of a list, set or map's values."""
+    if isinstance(value, StrEnum):
+        if is_newer(value):
+            yield value
     elif isinstance(value, list | tuple | set | frozenset):
-        yield from (item for item in value if isinstance(item, NewerValue))
+        yield from (item for item in value if is_newer(item))
     elif isinstance(value, dict):
-        yield from (item for item in value.values() if isinstance(item, NewerValue))
+        yield from (item for item in value.values() if is_newer(item))
 
 
-def enum_fields(model: type[Any]) -> dict[str, type[SchemaEnum]]:
-    """The fields of ``model`` (a Model class) typed by a :class:`SchemaEnum` (themselves, their items or values)."""
+def enum_fields(model: type[Any]) -> dict[str, type[StrEnum]]:
+    """The fields of ``model`` (a Model class) typed by a ``StrEnum`` (themselves, their items or values)."""
     known = _FIELDS.get(model)
     if known is not None:
         return known
-    found: dict[str, type[SchemaEnum]] = {}
+    found: dict[str, type[StrEnum]] = {}
     for name, field in model.model_fields.items():
         stack = [field.annotation]
         while stack:
             annotation = stack.pop()
-            if isinstance(annotation, type) and issubclass(annotation, SchemaEnum):
+            if isinstance(annotation, type) and issubclass(annotation, StrEnum):
                 found[name] = annotation
                 break
             stack.extend(typing.get_args(annotation))
@@ -142,7 +109,7 @@ def enum_fields(model: type[Any]) -> dict[str, type[SchemaEnum]]:
     return found
 
 
-_FIELDS: dict[type[Any], dict[str, type[SchemaEnum]]] = {}
+_FIELDS: dict[type[Any], dict[str, type[StrEnum]]] = {}
 
 
 def newer_held(obj: Any) -> dict[str, list[str]]:

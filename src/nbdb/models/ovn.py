@@ -8,13 +8,13 @@ parent (``Logical_Switch.ports``), nbdb has the child name its parent
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, ClassVar
 from uuid import UUID
 
 from pydantic import Field, model_validator
 
 from nbdb.models.base import Model, Reference
-from nbdb.models.enums import SchemaEnum
 from nbdb.models.types import (
     AddressSetEntry,
     AllocatedVlanTag,
@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 
-class PortType(SchemaEnum):
+class PortType(StrEnum):
     """``Logical_Switch_Port.type``."""
 
     NORMAL = ""
@@ -91,14 +91,14 @@ class PortType(SchemaEnum):
     REMOTE = "remote"
 
 
-class Direction(SchemaEnum):
+class Direction(StrEnum):
     """Direction of an ACL or QoS rule."""
 
     FROM_LPORT = "from-lport"
     TO_LPORT = "to-lport"
 
 
-class ACLAction(SchemaEnum):
+class ACLAction(StrEnum):
     """``ACL.action``."""
 
     ALLOW = "allow"
@@ -109,7 +109,7 @@ class ACLAction(SchemaEnum):
     PASS = "pass"
 
 
-class Severity(SchemaEnum):
+class Severity(StrEnum):
     """``ACL.severity``."""
 
     ALERT = "alert"
@@ -119,7 +119,7 @@ class Severity(SchemaEnum):
     DEBUG = "debug"
 
 
-class NATType(SchemaEnum):
+class NATType(StrEnum):
     """``NAT.type``."""
 
     DNAT = "dnat"
@@ -127,14 +127,14 @@ class NATType(SchemaEnum):
     DNAT_AND_SNAT = "dnat_and_snat"
 
 
-class RoutePolicy(SchemaEnum):
+class RoutePolicy(StrEnum):
     """``Logical_Router_Static_Route.policy``."""
 
     SRC_IP = "src-ip"
     DST_IP = "dst-ip"
 
 
-class RouterPolicyAction(SchemaEnum):
+class RouterPolicyAction(StrEnum):
     """``Logical_Router_Policy.action``."""
 
     ALLOW = "allow"
@@ -142,7 +142,7 @@ class RouterPolicyAction(SchemaEnum):
     REROUTE = "reroute"
 
 
-class LoadBalancerProtocol(SchemaEnum):
+class LoadBalancerProtocol(StrEnum):
     """``Load_Balancer.protocol``."""
 
     TCP = "tcp"
@@ -150,7 +150,7 @@ class LoadBalancerProtocol(SchemaEnum):
     SCTP = "sctp"
 
 
-class LoadBalancerField(SchemaEnum):
+class LoadBalancerField(StrEnum):
     """``Load_Balancer.selection_fields``: what the backend choice hashes (ovn-nbctl lb-add --selection-fields)."""
 
     ETH_SRC = "eth_src"
@@ -161,14 +161,14 @@ class LoadBalancerField(SchemaEnum):
     TP_DST = "tp_dst"
 
 
-class MirrorType(SchemaEnum):
+class MirrorType(StrEnum):
     """``Mirror.type``: the tunnel mirrored packets travel in."""
 
     GRE = "gre"
     ERSPAN = "erspan"
 
 
-class BFDStatus(SchemaEnum):
+class BFDStatus(StrEnum):
     """``BFD.status``: the session's state, which ovn-northd writes back from the Southbound database."""
 
     DOWN = "down"
@@ -177,20 +177,20 @@ class BFDStatus(SchemaEnum):
     ADMIN_DOWN = "admin_down"
 
 
-class MeterUnit(SchemaEnum):
+class MeterUnit(StrEnum):
     """``Meter.unit``: what a meter's band rates count."""
 
     KBPS = "kbps"
     PKTPS = "pktps"
 
 
-class MeterBandAction(SchemaEnum):
+class MeterBandAction(StrEnum):
     """``Meter_Band.action``: what a band does to the packets above its rate (OVN knows one)."""
 
     DROP = "drop"
 
 
-class EncapType(SchemaEnum):
+class EncapType(StrEnum):
     """Tunnel encapsulation a chassis offers."""
 
     GENEVE = "geneve"

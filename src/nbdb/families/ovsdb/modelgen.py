@@ -7,8 +7,7 @@ nbdb's own logical schema. Per column:
 
 * atoms become ``str``, ``int`` (with its bounds, never wider than OVSDB's 64 bits), ``float``, ``bool``, or a
   reference (``Annotated[UUID, Reference("<database>.<table>")]``) for a
-  ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a :class:`~nbdb.models.SchemaEnum` (a
-  ``StrEnum`` that reads a newer schema's value from a server that checks it: see :mod:`nbdb.models.enums`);
+  ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a ``StrEnum``;
 * an optional column (at most one element) becomes ``T | None = None``, a set
   a ``list[T]``, a map a ``dict[K, V]``;
 * a table's unique indexes become ``nbdb_unique`` groups (enforced by every
@@ -56,9 +55,7 @@ from nbdb.models import Model
 __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
-_IMPORTED = frozenset(
-    {"Annotated", "ClassVar", "Column", "Field", "Literal", "Model", "Reference", "SchemaEnum", "UUID"}
-)
+_IMPORTED = frozenset({"Annotated", "ClassVar", "Column", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
 """Names the generated module imports, which no class of it may take."""
 _BUILTINS = frozenset({"str", "int", "float", "bool", "list", "dict"})
 """Built-in names the classes' bodies use: a field of that name hid them from the fields after it (a
@@ -319,15 +316,15 @@ class _Module:
             "from __future__ import annotations",
             "",
         ]
+        if self.enums:
+            head.append("from enum import StrEnum")
         head.append(f"from typing import {', '.join(typing_names)}")
         if "UUID" in self.needs:
             head.append("from uuid import UUID")
         head.append("")
         if "Field" in self.needs:
             head += ["from pydantic import Field", ""]
-        imported = ", ".join(
-            sorted({"Model"} | (self.needs & {"Column", "Reference"}) | ({"SchemaEnum"} if self.enums else set()))
-        )
+        imported = ", ".join(sorted({"Model"} | (self.needs & {"Column", "Reference"})))
         head.append(f"from nbdb.models import {imported}")
         names = sorted(self.enums) + [block.split("(")[0].removeprefix("class ") for block in self.classes]
         # Sorted as ruff sorts __all__ (isort style: constants, classes, then the rest).
@@ -337,7 +334,7 @@ class _Module:
         for name, values in sorted(self.enums.items()):
             # Values as Python literals: a quote or a backslash in one stays inside its string.
             members = "\n".join(f"    {m} = {json.dumps(v)}" for m, v in zip(self.members[name], values, strict=True))
-            body.append(f'class {name}(SchemaEnum):\n    """Values of the column."""\n\n{members}')
+            body.append(f'class {name}(StrEnum):\n    """Values of the column."""\n\n{members}')
         body += self.classes
         return "\n".join(head) + "\n\n" + "\n\n\n".join(body) + "\n"
 
