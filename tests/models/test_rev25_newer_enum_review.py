@@ -10,6 +10,7 @@ import uuid
 from typing import Annotated, Any, ClassVar
 
 import pytest
+import pydantic
 from pydantic import AfterValidator
 
 import nbdb
@@ -100,3 +101,34 @@ def test_a_newer_member_handed_out_before_the_flag_is_set_is_still_refused_by_a_
         assert "refused" in outcome, f"stored unchecked: {created!r}"
     finally:
         db.close()
+
+
+class _Hop(pydantic.BaseModel):
+    action: RouterPolicyAction
+
+
+class _Keyed(Model):
+    """A user's model holding an enum as a map's key and in a nested model's field."""
+
+    nbdb_table: ClassVar[str] = "Rev25Keyed"
+    weights: dict[RouterPolicyAction, int] = {}
+    hops: list[_Hop] = []
+
+
+@pytest.mark.parametrize("where", ["map key", "nested model"])
+def test_a_newer_member_held_as_a_map_key_or_in_a_nested_model_is_refused_by_a_store_of_records(
+    where: str, tmp_path: Any
+) -> None:
+    # newer_held looks at a field itself, a list's items and a map's values only: a newer member read from
+    # OVSDB and put in a map's key or a nested model's field is written unchecked, and no reader reads it.
+    jump = enums.newer_value(RouterPolicyAction, "jump")
+    obj = _Keyed(weights={jump: 1}) if where == "map key" else _Keyed(hops=[_Hop(action=jump)])
+    url = f"sqlite:///{tmp_path}/keyed.db"
+    with nbdb.connect(url) as db:
+        try:
+            created = db.create(obj)
+        except nbdb.ValidationError:
+            return  # refused before anything is written: sound
+        with nbdb.connect(url) as again, pytest.raises(nbdb.CorruptRecordError):
+            again.get(_Keyed, created.id)
+        pytest.fail(f"stored unchecked, unreadable: {created!r}")
