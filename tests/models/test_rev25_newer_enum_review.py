@@ -9,8 +9,8 @@ import threading
 import uuid
 from typing import Annotated, Any, ClassVar
 
-import pytest
 import pydantic
+import pytest
 from pydantic import AfterValidator
 
 import nbdb
@@ -51,7 +51,9 @@ def _policy_bytes(action: str) -> tuple[uuid.UUID, bytes]:
 def test_the_decode_memo_does_not_lend_one_stores_admitted_read_to_bytes_another_store_does_not_vouch_for() -> None:
     id, data = _policy_bytes("jump")
     admitted = CheckedData(data, {"action": frozenset({"jump"})})
-    assert codec.decode(LogicalRouterPolicy, Record("LogicalRouterPolicy", id, None, 3, admitted, None)).action == "jump"
+    assert (
+        codec.decode(LogicalRouterPolicy, Record("LogicalRouterPolicy", id, None, 3, admitted, None)).action == "jump"
+    )
     # The same bytes from a store whose schema admits another value only: "jump" is not vouched for there.
     other = CheckedData(data, {"action": frozenset({"hop"})})
     with pytest.raises(nbdb.CorruptRecordError):
