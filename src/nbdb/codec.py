@@ -327,14 +327,17 @@ def _known_fields(
     if type(document) is not dict:
         return None
     unknown: dict[str, Any] = {name: document.pop(name) for name in names if name in document}
-    for loc, enum, _ in newer:
+    # The fields holding newer values as stored, each newer value its member: validated as they are (below).
+    holding = {loc[0]: copy.deepcopy(document[loc[0]]) for loc, _, _ in newer}
+    for loc, enum, text in newer:
+        _at(holding, loc, newer_value(enum, text))
         _at(document, loc, next(iter(enum)).value)  # a member in its place, for the other fields' checks
     try:
         parsed = validate(json.dumps(document, separators=(",", ":")))
     except pydantic.ValidationError:
         return None
     if newer:
-        parsed = _with_newer(model, parsed, newer)
+        parsed = _with_newer(model, parsed, newer, holding)
         if parsed is None:
             return None
     _note_unknown(model, unknown)
@@ -381,18 +384,18 @@ def _at(document: dict[str, Any], loc: tuple[Any, ...], value: Any) -> None:
         document[loc[0]][loc[1]] = value
 
 
-def _with_newer(model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[StrEnum], str]]) -> Any:
-    """``parsed`` (as ``validate`` returned it) holding the newer values in their places, validated again.
+def _with_newer(
+    model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[StrEnum], str]], holding: dict[str, Any]
+) -> Any:
+    """``parsed`` (as ``validate`` returned it) with the fields ``holding`` newer values validated again as stored.
 
-    The model's own validation (its validators too) sees the real values, as a ``replace()`` of
-    the copy will; None if it refuses them.
+    The fields holding newer values are validated from the record's values with each newer member in
+    its place (pydantic takes an instance of the enum as any member): the model's own validation (its
+    validators too, one that sorts or dedupes a list among them) sees the real values, as a
+    ``replace()`` of the copy will, never a stand-in whose place they moved. None if it refuses them.
     """
     fields = dict(parsed[0] if type(parsed) is tuple else parsed.__dict__)
-    for loc, enum, text in newer:
-        if len(loc) == 2:
-            inner = fields[loc[0]]
-            fields[loc[0]] = list(inner) if isinstance(inner, list) else dict(inner)
-        _at(fields, loc, newer_value(enum, text))
+    fields.update(holding)
     try:
         obj = model.__pydantic_validator__.validate_python(fields)
     except pydantic.ValidationError:
