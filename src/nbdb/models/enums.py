@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
 
+import pydantic
+
 __all__ = ["enum_fields", "is_newer", "newer_held", "newer_value", "newer_values_made"]
 
 MADE: list[bool] = []
@@ -59,9 +61,11 @@ def newer_value(enum: type[StrEnum], text: str) -> StrEnum:
             found._value_ = text
             found._name_ = text
             found.__reduce_ex__ = _reducer(enum, text)  # type: ignore[method-assign]  # unpickled as made
-            _MEMBERS[(enum, text)] = found
+            # MADE first: another thread takes a published member from the lock-free path above, and its
+            # writes look for newer members only once MADE says one exists.
             if not MADE:
                 MADE.append(True)
+            _MEMBERS[(enum, text)] = found
     return found
 
 
@@ -81,32 +85,58 @@ def newer_values_made() -> bool:
 
 
 def carried_in(value: Any) -> Iterable[StrEnum]:
-    """The newer members a field's value holds: itself, or items of a list, set or map's values."""
-    if isinstance(value, StrEnum):
-        if is_newer(value):
-            yield value
-    elif isinstance(value, list | tuple | set | frozenset):
-        yield from (item for item in value if is_newer(item))
-    elif isinstance(value, dict):
-        yield from (item for item in value.values() if is_newer(item))
+    """The newer members a field's value holds, wherever :func:`enum_fields` says an enum can be in it.
+
+    Itself, the items of a list, tuple or set, a map's keys and values, a nested model's fields, and
+    through any of these again.
+    """
+    stack = [value]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, StrEnum):
+            if is_newer(value):
+                yield value
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack.extend(value)
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, pydantic.BaseModel):
+            stack.extend(value.__dict__.values())
 
 
 def enum_fields(model: type[Any]) -> dict[str, type[StrEnum]]:
-    """The fields of ``model`` (a Model class) typed by a ``StrEnum`` (themselves, their items or values)."""
+    """The fields of ``model`` (a Model class) that can hold a ``StrEnum``'s member.
+
+    Typed by one themselves, or holding one anywhere inside: items, a map's keys or values, a nested
+    model's fields (each field names one such enum).
+    """
     known = _FIELDS.get(model)
     if known is not None:
         return known
     found: dict[str, type[StrEnum]] = {}
     for name, field in model.model_fields.items():
-        stack = [field.annotation]
-        while stack:
-            annotation = stack.pop()
-            if isinstance(annotation, type) and issubclass(annotation, StrEnum):
-                found[name] = annotation
-                break
-            stack.extend(typing.get_args(annotation))
+        enum = _enum_inside(field.annotation, {model})
+        if enum is not None:
+            found[name] = enum
     _FIELDS[model] = found  # whole, then shared (another thread may ask meanwhile)
     return found
+
+
+def _enum_inside(annotation: Any, seen: set[type[Any]]) -> type[StrEnum] | None:
+    """A ``StrEnum`` ``annotation`` holds: itself, in its arguments or a nested model's fields; None if none."""
+    stack = [annotation]
+    while stack:
+        annotation = stack.pop()
+        if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+            return annotation
+        if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+            if annotation not in seen:  # a model that holds itself is looked into once
+                seen.add(annotation)
+                stack.extend(field.annotation for field in annotation.model_fields.values())
+            continue
+        stack.extend(typing.get_args(annotation))
+    return None
 
 
 _FIELDS: dict[type[Any], dict[str, type[StrEnum]]] = {}
