@@ -61,7 +61,10 @@ class CheckedData(bytes):
     store whose server refuses any other value there may hand these bytes out,
     and only a backend makes them (what a store of records holds is plain
     bytes, however written). Equal to the same plain bytes, but hashed apart
-    from them, so that no memo of decoded records mixes the two.
+    from them, and equal to other checked bytes only with the same ``admitted``:
+    no memo of decoded records (``nbdb.codec.decode``'s) mixes the two, nor
+    lends the read one store's schema vouched for to bytes another's does not.
+    Pickled and copied with ``admitted``.
     """
 
     admitted: dict[str, frozenset[str]]
@@ -71,14 +74,21 @@ class CheckedData(bytes):
         self.admitted = admitted
         return self
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # bytes' own reduction rebuilds through __new__ with the bytes alone.
+        return (CheckedData, (bytes(self), self.admitted))
+
     def __hash__(self) -> int:
-        return hash((bytes(self), CheckedData))
+        return hash((bytes(self), CheckedData, frozenset(self.admitted.items())))
 
     def __eq__(self, other: object) -> bool:
+        if type(other) is CheckedData and other.admitted != self.admitted:
+            return False
         return bytes.__eq__(self, other)
 
     def __ne__(self, other: object) -> bool:
-        return bytes.__ne__(self, other)
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
 
 class Deferred(bytes):
