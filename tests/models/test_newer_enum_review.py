@@ -1,4 +1,4 @@
-"""Review of wip/newenum (rev25): defects of newer enum members, each a failing test on the branch."""
+"""Newer enum members at the edges: normalised lists, map keys and nested models, the decode memo, pickling, a race."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from nbdb.spi import CheckedData, Record
 class _SortedActions(Model):
     """A user's model whose list of an enum is kept sorted by its own validator (as many normalise sets)."""
 
-    nbdb_table: ClassVar[str] = "Rev25SortedActions"
+    nbdb_table: ClassVar[str] = "NewerSortedActions"
     actions: Annotated[list[RouterPolicyAction], AfterValidator(sorted)] = []
 
 
@@ -112,7 +112,7 @@ class _Hop(pydantic.BaseModel):
 class _Keyed(Model):
     """A user's model holding an enum as a map's key and in a nested model's field."""
 
-    nbdb_table: ClassVar[str] = "Rev25Keyed"
+    nbdb_table: ClassVar[str] = "NewerKeyed"
     weights: dict[RouterPolicyAction, int] = {}
     hops: list[_Hop] = []
 
