@@ -17,6 +17,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable
+from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
@@ -36,8 +37,9 @@ from nbdb.models.base import (
     set_private,
     validation_error_of,
 )
+from nbdb.models.enums import enum_fields, newer_value
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
-from nbdb.spi import Record
+from nbdb.spi import CheckedData, Record
 from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
 
 __all__ = ["bulk", "decode", "decode_each", "encode", "from_plain", "plain"]
@@ -314,9 +316,10 @@ def _known_fields(
     what it does not know. Only top-level unknown fields are taken so; any
     other error still makes the record corrupt.
     """
-    names = _unknown_names(exc)
-    if names is None:
+    found = _unknown_and_newer(model, exc, data)
+    if found is None:
         return None
+    names, newer = found
     try:
         document = json.loads(data)
     except ValueError:
@@ -324,12 +327,98 @@ def _known_fields(
     if type(document) is not dict:
         return None
     unknown: dict[str, Any] = {name: document.pop(name) for name in names if name in document}
+    # The fields holding newer values as stored, each newer value its member: validated as they are (below).
+    holding = {loc[0]: copy.deepcopy(document[loc[0]]) for loc, _, _ in newer}
+    for loc, enum, text in newer:
+        _at(holding, loc, newer_value(enum, text))
+        _at(document, loc, next(iter(enum)).value)  # a member in its place, for the other fields' checks
     try:
         parsed = validate(json.dumps(document, separators=(",", ":")))
     except pydantic.ValidationError:
         return None
+    if newer:
+        parsed = _with_newer(model, parsed, newer, holding)
+        if parsed is None:
+            return None
     _note_unknown(model, unknown)
     return parsed, unknown
+
+
+def _unknown_and_newer(
+    model: type[Model], exc: pydantic.ValidationError, data: bytes
+) -> tuple[list[str], list[tuple[tuple[Any, ...], type[StrEnum], str]]] | None:
+    """The top-level fields ``exc`` found the model does not have, and the newer schema's enum values it found
+    (where, the field's enum, the text); None if anything else failed too.
+
+    A value outside its field's enum is a newer schema's only where the store says its schema checked it
+    (:class:`nbdb.spi.CheckedData`): in a field of a ``StrEnum``, itself or an item of a list or
+    a map's value, and among the values the record's ``admitted`` names for that field.
+    """
+    admitted = data.admitted if type(data) is CheckedData else None
+    names: list[str] = []
+    newer: list[tuple[tuple[Any, ...], type[StrEnum], str]] = []
+    for problem in exc.errors(include_url=False):
+        loc, kind = problem["loc"], problem["type"]
+        if kind == "extra_forbidden" and len(loc) == 1:
+            names.append(str(loc[0]))
+            continue
+        text = problem.get("input")
+        values = None if admitted is None or kind != "enum" or not loc else admitted.get(str(loc[0]))
+        enum = None if values is None or type(text) is not str or text not in values else _enum_of(model, str(loc[0]))
+        if enum is None or len(loc) > 2:
+            return None
+        newer.append((loc, enum, text))
+    return names, newer
+
+
+def _enum_of(model: type[Model], name: str) -> type[StrEnum] | None:
+    """The ``StrEnum`` of field ``name`` of ``model`` (of its items or values), or None."""
+    return enum_fields(model).get(name)
+
+
+def _at(document: dict[str, Any], loc: tuple[Any, ...], value: Any) -> None:
+    """Put ``value`` where ``loc`` (a field, or a field and an index or key in it) points in ``document``."""
+    if len(loc) == 1:
+        document[loc[0]] = value
+    else:
+        document[loc[0]][loc[1]] = value
+
+
+def _with_newer(
+    model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[StrEnum], str]], holding: dict[str, Any]
+) -> Any:
+    """``parsed`` (as ``validate`` returned it) with the fields ``holding`` newer values validated again as stored.
+
+    The fields holding newer values are validated from the record's values with each newer member in
+    its place (pydantic takes an instance of the enum as any member): the model's own validation (its
+    validators too, one that sorts or dedupes a list among them) sees the real values, as a
+    ``replace()`` of the copy will, never a stand-in whose place they moved. None if it refuses them.
+    """
+    fields = dict(parsed[0] if type(parsed) is tuple else parsed.__dict__)
+    fields.update(holding)
+    try:
+        obj = model.__pydantic_validator__.validate_python(fields)
+    except pydantic.ValidationError:
+        return None
+    for loc, _, text in newer:
+        _note_newer(model, str(loc[0]), text)
+    return (obj.__dict__, None, None) if type(parsed) is tuple else obj
+
+
+_NEWER_SEEN: set[tuple[type[Model], str, str]] = set()
+
+
+def _note_newer(model: type[Model], name: str, text: str) -> None:
+    if (model, name, text) not in _NEWER_SEEN and len(_NEWER_SEEN) < 1024:
+        _NEWER_SEEN.add((model, name, text))
+        log.warning(
+            "stored %s records hold %s = %r, which %s's enum does not know and the store's schema admits "
+            "(a newer schema's): read as that text, and kept as it is on write",
+            model.nbdb_table,
+            name,
+            text,
+            model.__name__,
+        )
 
 
 def _unknown_names(exc: pydantic.ValidationError) -> list[str] | None:

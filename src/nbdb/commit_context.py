@@ -20,11 +20,12 @@ from pydantic import TypeAdapter
 
 from nbdb import errors, metrics
 from nbdb.capabilities import Expiry
+from nbdb.models import enums
 from nbdb.models.base import Model
 from nbdb.models.types import Topic
 from nbdb.options import check_unicode
 from nbdb.revision import GLOBAL_SCOPE, Revision, Watermark
-from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, WriteOp
+from nbdb.spi import ANY_VERSION, Backend, CommitResult, Delete, LockHandle, Mutate, Put, WriteOp
 from nbdb.timeouts import check_seconds
 from nbdb.writes import check_uuid, delete_of, stored
 
@@ -215,6 +216,8 @@ class CommitContext:
         backend = self.backend
         if fence is not None:
             self.check_fence(fence)
+        if enums.MADE and not backend.maps_columns:
+            refuse_newer_values(ops)
 
         # Only a backend that handles mutations is ever given Mutate ops (see Database.mutate()).
         commit: Callable[[Sequence[Any]], CommitResult]
@@ -339,3 +342,21 @@ class CommitContext:
                 return None
             raise errors.NotFoundError(f"{model.nbdb_table} {uid} does not exist", key=(model.nbdb_table, uid))
         return Delete(model.nbdb_table, uid, current.topic, ANY_VERSION, None, if_exists)
+
+
+def refuse_newer_values(ops: Sequence[Any]) -> None:
+    """ValidationError, before anything is sent, if a put holds a newer schema's enum value (see nbdb.models.enums).
+
+    Such a value was read from a store whose schema checks it (OVSDB's columns); a store of records
+    checks nothing, and its reads would report the record as corrupt (as they report another
+    writer's value outside the enum): the write is refused rather than leave a record nobody reads.
+    """
+    for op in ops:
+        value = op.value if isinstance(op, Put) else None
+        held = None if value is None else enums.newer_held(value)
+        if held:
+            shown = "; ".join(f"{name} = {', '.join(map(repr, texts))}" for name, texts in sorted(held.items()))
+            raise errors.ValidationError(
+                f"{op.table} {op.id} holds values a newer schema added to its enums ({shown}), read from a store "
+                "whose schema checks them: this store checks none, and could not read them back"
+            )

@@ -28,6 +28,7 @@ __all__ = [
     "ANY_VERSION",
     "DEFERRED",
     "Backend",
+    "CheckedData",
     "CommitResult",
     "Deferred",
     "Delete",
@@ -49,6 +50,45 @@ RefKey = tuple[str, uuid.UUID]
 
 ANY_VERSION = -1
 """``Delete.expect_version`` that accepts whatever version is stored."""
+
+
+class CheckedData(bytes):
+    """``Record.data`` whose enumerated fields hold values the store's own schema checked (OVSDB's columns).
+
+    ``admitted``: field -> the values its column admits that the model's enum
+    lacks (a newer schema's). The codec reads such a value into the field as
+    a newer member of its enum (:func:`nbdb.models.enums.newer_value`) instead of refusing the record; only a
+    store whose server refuses any other value there may hand these bytes out,
+    and only a backend makes them (what a store of records holds is plain
+    bytes, however written). Equal to the same plain bytes, but hashed apart
+    from them, and equal to other checked bytes only with the same ``admitted``:
+    no memo of decoded records (``nbdb.codec.decode``'s) mixes the two, nor
+    lends the read one store's schema vouched for to bytes another's does not.
+    Pickled and copied with ``admitted``.
+    """
+
+    admitted: dict[str, frozenset[str]]
+
+    def __new__(cls, data: bytes, admitted: dict[str, frozenset[str]]) -> CheckedData:
+        self = super().__new__(cls, data)
+        self.admitted = admitted
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # bytes' own reduction rebuilds through __new__ with the bytes alone.
+        return (CheckedData, (bytes(self), self.admitted))
+
+    def __hash__(self) -> int:
+        return hash((bytes(self), CheckedData, frozenset(self.admitted.items())))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is CheckedData and other.admitted != self.admitted:
+            return False
+        return bytes.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
 
 class Deferred(bytes):

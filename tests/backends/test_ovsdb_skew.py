@@ -157,43 +157,129 @@ def test_a_schema_older_than_the_service_tables_connects_and_refuses_a_write_of_
             db.update(stored.replace(dns_records=[uuid.uuid4()]))
 
 
-def test_a_newer_schemas_enum_value_is_a_corrupt_record_for_the_model_and_is_never_overwritten(
-    tmp_path: Path,
-) -> None:
-    # OVN 24.03 added Logical_Router_Policy.action "jump". The model's enum is also nbdb's input check on
-    # every backend, so such a row is reported (not read as a value the model does not admit, nor as
-    # another): a cache goes on with the rest, and nbdb never writes the row, so the value stays.
-    from nbdb.models import LogicalRouter, LogicalRouterPolicy
-
+@pytest.fixture(scope="module")
+def jump(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OvsdbServer]:
+    """A server of OVN 24.03's ``Logical_Router_Policy.action``: it admits "jump", which the model's enum lacks."""
     schema = copy.deepcopy(_schema())
     schema["version"] = "99.1.0"
     action = schema["tables"]["Logical_Router_Policy"]["columns"]["action"]["type"]["key"]
     action["enum"] = ["set", [*action["enum"][1], "jump"]]
-    with _serve(tmp_path, schema, "jump") as server, nbdb.connect(server.url) as db:
-        router = db.create(LogicalRouter(name="r"))
+    with _serve(tmp_path_factory.mktemp("jump"), schema, "jump") as server:
+        yield server
+
+
+def _insert_jump(server: OvsdbServer, router: str, priority: int = 2) -> uuid.UUID:
+    """Another writer's (ovn-nbctl lr-policy-add ... jump) policy of ``router``."""
+    row = {"priority": priority, "match": "ip6", "action": "jump", "options": ["map", [["chain", "c1"]]]}
+    (inserted, _) = _transact(
+        server,
+        {"op": "insert", "table": "Logical_Router_Policy", "row": row, "uuid-name": "p"},
+        {"op": "mutate", "table": "Logical_Router", "where": [["name", "==", router]],
+         "mutations": [["policies", "insert", ["set", [["named-uuid", "p"]]]]]},
+    )  # fmt: skip
+    return uuid.UUID(inserted["uuid"][1])
+
+
+def _raw_policy(server: OvsdbServer, id: uuid.UUID) -> list[tuple[str, int]]:
+    where = [["_uuid", "==", ["uuid", str(id)]]]
+    (found,) = _transact(server, {"op": "select", "table": "Logical_Router_Policy", "where": where})
+    return [(r["action"], r["priority"]) for r in found["rows"]]
+
+
+def test_a_newer_schemas_enum_value_reads_as_its_text_and_an_update_of_another_field_keeps_it(
+    jump: OvsdbServer,
+) -> None:
+    # OVN 24.03 added Logical_Router_Policy.action "jump" (a rolling upgrade: the server before the
+    # controller). The server checks the column's enum, so such a row reads, its value as text, and every
+    # write of the copy keeps it; it was a corrupt record (unseen by caches and watches).
+    from nbdb.models import LogicalRouter, LogicalRouterPolicy, RouterPolicyAction
+
+    name = f"r-{uuid.uuid4().hex[:6]}"
+    with nbdb.connect(jump.url) as db:
+        router = db.create(LogicalRouter(name=name))
         kept = db.create(LogicalRouterPolicy(router=router, priority=1, match="ip4", action="allow"))
-        row = {"priority": 2, "match": "ip6", "action": "jump", "options": ["map", [["chain", "c1"]]]}
-        (inserted, _) = _transact(
-            server,
-            {"op": "insert", "table": "Logical_Router_Policy", "row": row, "uuid-name": "p"},
-            {"op": "mutate", "table": "Logical_Router", "where": [["name", "==", "r"]],
-             "mutations": [["policies", "insert", ["set", [["named-uuid", "p"]]]]]},
-        )  # fmt: skip
-        jump = uuid.UUID(inserted["uuid"][1])
-        with pytest.raises(nbdb.CorruptRecordError, match=str(jump)):
-            db.get(LogicalRouterPolicy, jump)
         cache = db.cache([LogicalRouterPolicy])
         assert cache.wait_synced(10)
-        assert [p.id for p in cache.list(LogicalRouterPolicy)] == [kept.id]
-        assert ("LogicalRouterPolicy", jump) in cache.corrupt
+        with db.watch(LogicalRouterPolicy) as watch:
+            id = _insert_jump(jump, name)
+            (event,) = watch.poll(10)
+            assert event.new is not None and event.new.id == id
+            assert event.new.action == "jump" and event.new.action not in list(RouterPolicyAction)
+        policy = db.get(LogicalRouterPolicy, id)
+        assert (policy.action, policy.action.value, policy.priority, policy.options) == (
+            "jump",
+            "jump",
+            2,
+            {"chain": "c1"},
+        )
+        assert {p.id: p.action for p in db.list(LogicalRouterPolicy) if p.router == router.id} == {
+            kept.id: "allow",
+            id: "jump",
+        }
+        assert cache.wait_for(event.revision, 10)
+        assert cache.get(LogicalRouterPolicy, id).action == "jump" and not cache.corrupt
         cache.close()
-        db.update(db.get(LogicalRouterPolicy, kept.id).replace(priority=3))
-        # A cascade must read what it deletes or clears: it names the record rather than guess.
-        with pytest.raises(nbdb.CorruptRecordError, match=str(jump)):
-            db.delete(router, cascade=True)
-        where = [["_uuid", "==", ["uuid", str(jump)]]]
-        (left,) = _transact(server, {"op": "select", "table": "Logical_Router_Policy", "where": where})
-        assert [(r["action"], r["priority"]) for r in left["rows"]] == [("jump", 2)]
+        updated = db.update(policy.replace(priority=3))
+        assert (updated.action, updated.version) == ("jump", policy.version + 1)
+        assert _raw_policy(jump, id) == [("jump", 3)]  # written back as read, never "corrected"
+        assert db.get(LogicalRouterPolicy, id) == updated
+        # The input check stays: text outside the model's enum is refused before anything is sent,
+        # "jump" typed by the caller too (only a read carries a newer schema's value).
+        for typo in ("alow", "jump"):
+            with pytest.raises(nbdb.ValidationError, match="Input should be 'allow', 'drop' or 'reroute'"):
+                updated.replace(action=typo)
+            with pytest.raises(nbdb.ValidationError, match="Input should be"):
+                db.create(LogicalRouterPolicy(router=router, priority=9, match="ip4", action=typo))
+        assert db.update(updated.replace(action="drop")).action == "drop"
+        assert _raw_policy(jump, id) == [("drop", 3)]
+        db.update(db.get(LogicalRouterPolicy, id).replace(priority=4))  # an ordinary row again
+        _insert_jump(jump, name, priority=5)
+        # A cascade reads what it deletes: the router goes with every policy, the newer one's too.
+        db.delete(router, cascade=True)
+        assert _raw_policy(jump, id) == []
+
+
+def test_a_newer_schemas_enum_value_is_not_written_to_a_store_that_cannot_check_it(jump: OvsdbServer) -> None:
+    """A store of records checks no enum: its reads would report the value as corrupt (another writer's
+    text outside the enum is, there), so nbdb refuses to write it rather than leave a record nobody reads."""
+    from nbdb.models import LogicalRouter, LogicalRouterPolicy
+
+    name = f"r-{uuid.uuid4().hex[:6]}"
+    with nbdb.connect(jump.url) as db, nbdb.connect("memory://") as memory:
+        router = db.create(LogicalRouter(name=name))
+        policy = db.get(LogicalRouterPolicy, _insert_jump(jump, name))
+        memory.create(router.model_copy(update={"version": 0}))
+        with pytest.raises(nbdb.ValidationError, match=r"action = 'jump'"):
+            memory.create(policy.model_copy(update={"version": 0}))
+        assert memory.list(LogicalRouterPolicy) == []
+        db.delete(router, cascade=True)
+
+
+def test_nbdb_copy_carries_a_newer_schemas_enum_value_to_a_server_that_admits_it(
+    jump: OvsdbServer, tmp_path: Path
+) -> None:
+    from nbdb.models import LogicalRouter, LogicalRouterPolicy
+    from nbdb.tools.copy import Copier, CopyOptions
+
+    name = f"r-{uuid.uuid4().hex[:6]}"
+    options = CopyOptions(models=[LogicalRouter, LogicalRouterPolicy])
+    schema = json.loads(Path(str(jump.schema)).read_text())
+    with (
+        _serve(tmp_path, schema, "jump-copy") as target,
+        nbdb.connect(jump.url) as source,
+        nbdb.connect(target.url) as destination,
+        nbdb.connect("memory://") as memory,
+    ):
+        router = source.create(LogicalRouter(name=name))
+        id = _insert_jump(jump, name)
+        # A store of records cannot hold it: refused before anything is written, naming the field.
+        with pytest.raises(nbdb.UnsupportedError, match=r"LogicalRouterPolicy\.action holds a newer schema's"):
+            Copier(source, memory, options).run()
+        assert memory.list(LogicalRouter) == []
+        Copier(source, destination, options).run()
+        assert destination.get(LogicalRouterPolicy, id).action == "jump"
+        assert _raw_policy(target, id) == [("jump", 2)]
+        source.delete(router, cascade=True)
 
 
 def test_a_schema_without_a_parents_set_column_nbdb_needs_is_a_clear_error_at_connect(tmp_path: Path) -> None:

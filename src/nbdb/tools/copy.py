@@ -35,6 +35,7 @@ from nbdb.api import Database
 from nbdb.codec import plain
 from nbdb.commit_context import check_flag, check_since
 from nbdb.events import ChangeEvent
+from nbdb.models import enums
 from nbdb.models.base import Model, RefSpec, all_models
 from nbdb.timeouts import check_seconds
 from nbdb.tools.apply import Applier, WriteLimitReached
@@ -150,6 +151,7 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
     # objects have neither (a copy into a store of the same models): they cost a dict lookup.
     checks: dict[type[Model], tuple[list[tuple[RefSpec, str]], dict[str, Any], str | None]] = {}
     found: dict[tuple[str, str], list[Any]] = {}  # (Table.field, why) -> [count, an example id]
+    newer = enums.newer_values_made() and not backend.maps_columns  # see nbdb.models.enums
     for obj in objects:
         model = type(obj)
         check = checks.get(model)
@@ -157,6 +159,11 @@ def unstorable(destination: Database, objects: Collection[Model], held: str = "n
             refs = [(spec, why) for spec in model.nbdb_references if (why := why_not(spec.target)) is not None]
             check = checks[model] = (refs, backend.fixed_fields(model.nbdb_table), backend.unwritable(model.nbdb_table))
         refs, fixed, read_only = check
+        if newer and (carried := enums.newer_held(obj)):
+            for name, texts in carried.items():
+                what = f"{model.nbdb_table}.{name} holds a newer schema's enum values ({', '.join(map(repr, texts))})"
+                why = "the destination is a store of records, which checks no enum and could not read them back"
+                found.setdefault((what, why), [0, obj.id])[0] += 1
         if read_only is not None:
             found.setdefault((f"{model.nbdb_table} objects", read_only), [0, obj.id])[0] += 1
         for spec, why in refs:

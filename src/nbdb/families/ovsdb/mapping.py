@@ -84,6 +84,11 @@ class ColumnMap:
     """A set column that may hold more than one atom (a newer schema widened it) holding a field of
     one value: none reads as None, one as that atom, more as the list, which the model refuses (a
     corrupt record); a write stores the value as a set of one (None: the empty set)."""
+    newer: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    """The values the served schema's enum of the column admits that the field's enum lacks (a newer
+    schema's, ``Logical_Router_Policy.action = jump``): the server checks them, so a row holding one
+    reads (see :class:`nbdb.spi.CheckedData`). Empty for a column without an enum (a JSON column, the
+    model database's plain strings): the server checks nothing there."""
 
     def __post_init__(self) -> None:
         ctype = self.type
@@ -104,9 +109,25 @@ class ColumnMap:
             self, "empty_is_none", ctype.is_scalar and self.shape.optional and self.shape.default is None
         )
         object.__setattr__(self, "one_of_set", one_of_set)
+        object.__setattr__(self, "newer", _newer_values(self))
 
 
 _PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool, "integer": int}
+
+
+def _enum_checked(cm: ColumnMap) -> bool:
+    """Whether the server checks the field's values against the served schema's enum of its column."""
+    base = cm.type.value if cm.shape.container == "map" else cm.type.key
+    return not cm.json and base is not None and base.kind == "string" and bool(base.enum)
+
+
+def _newer_values(cm: ColumnMap) -> frozenset[str]:
+    """:attr:`ColumnMap.newer`: what the column's served enum admits beyond the field's."""
+    shape = cm.shape
+    if shape.kind != "enum" or not shape.enum or not _enum_checked(cm):
+        return frozenset()
+    base = cm.type.value if shape.container == "map" else cm.type.key
+    return frozenset(str(v) for v in base.enum) - frozenset(shape.enum)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +198,17 @@ class TableMap:
     spellings: Any = field(default=None, init=False, repr=False, compare=False)
     """The members of some rows' text sets that read as another text (:mod:`.spellings`), made on
     first use: kept here, to go with the map."""
+    newer: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Field -> the newer schema's values of its enum the served schema admits (:attr:`ColumnMap.newer`);
+    empty (the common case) when the served schema's enums are the models'."""
+
+    enum_checked: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    """The enumerated fields whose column the server checks against an enum: only these may be written
+    a newer schema's value read from another row (see :func:`nbdb.models.enums.newer_held`)."""
+
+    def __post_init__(self) -> None:
+        self.newer = {name: cm.newer for name, cm in self.columns.items() if cm.newer}
+        self.enum_checked = frozenset(name for name, cm in self.columns.items() if _enum_checked(cm))
 
     def unique_rule(self, field: str) -> UniqueRule | None:
         """The rule of the unique group named ``field`` (fields joined by ``+``), if any."""

@@ -75,6 +75,7 @@ from nbdb.families.ovsdb.rows import (
 )
 from nbdb.families.ovsdb.spellings import keep_spelling, source_as_written
 from nbdb.families.ovsdb.unique import UniqueCheck, doc_value, holder_where, key_cells, unset_value
+from nbdb.models import enums
 from nbdb.models.shape import ModelShape
 from nbdb.revision import Revision
 from nbdb.spi import Delete, Mutate, Put, Record, RefKey, WriteOp
@@ -530,6 +531,23 @@ def _plan_native(
     return frozenset((replica.refs.get((op.table, op.id.int), frozenset()) - mutation.removed) | mutation.added)
 
 
+def _refuse_unchecked(tm: TableMap, op: Put) -> None:
+    """ValidationError if ``op`` writes a newer schema's enum value where the server checks no enum.
+
+    Such a value was read from a column whose enum admits it (:attr:`.mapping.TableMap.newer`); a
+    column without an enum (the model database's text, JSON, ``external_ids``) would take it, and
+    the row would then read as corrupt. A column with an enum is left to the server: it refuses
+    what its own enum lacks (an older schema's), which the commit reports as a ValidationError.
+    """
+    held = {name: texts for name, texts in enums.newer_held(op.value).items() if name not in tm.enum_checked}
+    if held:
+        shown = "; ".join(f"{name} = {', '.join(map(repr, texts))}" for name, texts in sorted(held.items()))
+        raise errors.ValidationError(
+            f"{op.table} {op.id} holds values a newer schema added to its enums ({shown}), which "
+            f"{tm.db}.{tm.db_table} keeps where the server checks no enum: it could not read them back"
+        )
+
+
 def _plan_put(
     plan: Plan,
     stages: _Stages,
@@ -551,6 +569,8 @@ def _plan_put(
         raise errors.ValidationError(f"{op.table} {op.id}: record is not JSON") from None
     if not isinstance(doc, dict):
         raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
+    if enums.MADE and op.value is not None:
+        _refuse_unchecked(tm, op)
     new = new_row(tm, doc)
     cells, wire, ext, parents, values = new
     if bare:

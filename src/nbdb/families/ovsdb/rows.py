@@ -50,6 +50,7 @@ from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, TableMap
 from nbdb.families.ovsdb.ops import parse_uuid, uuid_text
 from nbdb.models import shared
 from nbdb.models.shared import FrozenDict, FrozenList, FrozenSet
+from nbdb.spi import CheckedData
 
 _K = TypeVar("_K")
 _V = TypeVar("_V")
@@ -704,12 +705,37 @@ def _rendered(
         # Not the row's topic: the decode reports the row as corrupt, saying why (see render).
         doc["topic"] = _NO_NAMESPACE if doc["topic"] != _NO_NAMESPACE else _NO_NAMESPACE + "."
     try:
-        return doc, _SORTED.encode(doc).encode()
+        return doc, _encoded(tm, doc)
     except RecursionError:
         # Another writer's JSON nested about as deep as the recursion limit: read, but too deep to
         # write out again here. No document: bytes the codec refuses (a corrupt record), never a
         # dead I/O thread.
         return None, b"a value nested too deeply to decode"
+
+
+def _encoded(tm: TableMap, doc: Mapping[str, Any]) -> bytes:
+    """The bytes of a row's document: :class:`~nbdb.spi.CheckedData` if it holds a newer schema's enum value.
+
+    Such a value came from a column whose enum the server checks (``tm.newer``): the codec reads it
+    into the model's field as a newer value rather than report the row as corrupt. Only the rows
+    that hold one pay for the look (a served schema whose enums are the models' has no ``tm.newer``).
+    """
+    data = _SORTED.encode(doc).encode()
+    newer = tm.newer
+    if newer and any(_holds(doc.get(name), values) for name, values in newer.items()):
+        return CheckedData(data, newer)
+    return data
+
+
+def _holds(value: Any, values: frozenset[str]) -> bool:
+    """Whether a document's ``value`` (text, or a list or map of text) is or holds one of ``values``."""
+    if type(value) is str:
+        return value in values
+    if type(value) is list:
+        return any(type(item) is str and item in values for item in value)
+    if type(value) is dict:
+        return any(type(item) is str and item in values for item in value.values())
+    return False
 
 
 def render(
@@ -737,11 +763,11 @@ def render(
                 f"moved by another writer from {hinted} to a parent outside this cache's or watch's topics "
                 "(get() reads it)"
             )
-        data = _SORTED.encode(doc).encode()
+        data = _encoded(tm, doc)
     if several and doc is not None:
         for name, held in several.items():
             doc[name] = f"held by {len(held)} parents: " + ", ".join(str(p) for p in held)
-        data = _SORTED.encode(doc).encode()
+        data = _encoded(tm, doc)
         # It references every parent that holds it: a delete of any of them names it.
         targets = {spec.field: spec.target for spec in tm.shape.references}
         refs = refs | {(targets[name], p) for name, held in several.items() if name in targets for p in held}
