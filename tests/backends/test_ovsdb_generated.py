@@ -112,7 +112,6 @@ def test_generated_northbound_models_read_what_nbdbs_own_models_write(tmp_path: 
             db.update(mine.replace(name="stale"))
 
 
-
 def test_caches_share_the_copies_written_through_either_of_two_models_of_one_table(tmp_path: Path) -> None:
     # nbdb's LogicalSwitchPort names its switch ``switch``, the generated one ``logical_switch``: a port's
     # parents were held under both names and compared whole with the ones a commit of one model wrote, so
@@ -132,6 +131,7 @@ def test_caches_share_the_copies_written_through_either_of_two_models_of_one_tab
         assert theirs.get(nb.LogicalSwitchPort, port.id).logical_switch == switch.id
         assert eventually(lambda: ours.get(LogicalSwitchPort, other.id) is not None, timeout=10)
         assert ours.get(LogicalSwitchPort, other.id).switch == switch.id == db.get(LogicalSwitchPort, other.id).switch
+
 
 KEYED: dict[str, Any] = {
     "name": "Keyed",
