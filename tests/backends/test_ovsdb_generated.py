@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import nbdb
 from nbdb.cli import main
-from nbdb.models import LogicalSwitch
+from nbdb.conformance.kit import eventually
+from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.testing.faults import FaultProxy
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.probes import run_tool
@@ -109,6 +110,27 @@ def test_generated_northbound_models_read_what_nbdbs_own_models_write(tmp_path: 
         assert db.get(LogicalSwitch, mine.id).name == "renamed-through-generated"
         with pytest.raises(nbdb.ConflictError):
             db.update(mine.replace(name="stale"))
+
+
+def test_caches_share_the_copies_written_through_either_of_two_models_of_one_table(tmp_path: Path) -> None:
+    # nbdb's LogicalSwitchPort names its switch ``switch``, the generated one ``logical_switch``: a port's
+    # parents were held under both names and compared whole with the ones a commit of one model wrote, so
+    # no row read back as written, and every cache and watch in the process validated each own write
+    # again (the copy a write stored was never shared) once both model sets were imported.
+    nb = _generate(find_ovn_nb_schema(), tmp_path, f"nb_models_{uuid.uuid4().hex[:6]}")
+    with OvsdbServer() as server, nbdb.connect(server.url) as db:
+        switch = db.create(LogicalSwitch(name="sw-two-models"))
+        ours, theirs = db.cache(LogicalSwitchPort), db.cache(nb.LogicalSwitchPort)
+        assert ours.wait_synced(10) and theirs.wait_synced(10)
+        port = db.create(LogicalSwitchPort(switch=switch, name="p-ours"))
+        stored = db.update(port.replace(addresses=["0a:00:00:00:00:02"]))
+        assert eventually(lambda: ours.get(LogicalSwitchPort, port.id) is stored, timeout=10)
+        other = db.create(nb.LogicalSwitchPort(logical_switch=switch.id, name="p-theirs"))
+        assert eventually(lambda: theirs.get(nb.LogicalSwitchPort, other.id) is other, timeout=10)
+        # Each model still reads each port's parent under its own name.
+        assert theirs.get(nb.LogicalSwitchPort, port.id).logical_switch == switch.id
+        assert eventually(lambda: ours.get(LogicalSwitchPort, other.id) is not None, timeout=10)
+        assert ours.get(LogicalSwitchPort, other.id).switch == switch.id == db.get(LogicalSwitchPort, other.id).switch
 
 
 KEYED: dict[str, Any] = {

@@ -122,6 +122,16 @@ class _View:
             for table, columns in mapping.monitor_columns(db).items()
         }
         self.maps = {table: maps for (mdb, table), maps in mapping.by_db_table.items() if mdb == db}
+        self.own_parents: dict[str, frozenset[str]] = {}
+        """Model table -> its parent fields, for a model whose table another model maps with other parent
+        fields (nbdb's Logical_Switch_Port names its switch ``switch``, one generated from the schema
+        ``logical_switch``): a child's map in :attr:`parents` holds its parents under every model's
+        names, and each model reads its own alone (see Replica._render)."""
+        for maps in self.maps.values():
+            every = {name for tm in maps for name in tm.parents}
+            for tm in maps:
+                if tm.parents.keys() != every:
+                    self.own_parents[tm.table] = frozenset(tm.parents)
         # The columns a table's records are rendered from: a change of only others (a parent's
         # set of children) leaves the parent's record as it is.
         self.rendered = {table: {c for tm in maps for c in tm.monitored_columns()} for table, maps in self.maps.items()}
@@ -725,6 +735,10 @@ class Replica:
             return None
         view = self.views[tm.db]
         parents = view.parents.get((tm.db_table, n), {})
+        if parents and view.own_parents and (own := view.own_parents.get(tm.table)) is not None:
+            # Another model's parent fields too: compared whole with the parents this model's commit
+            # wrote, the row never read back as written (every cache and watch validated it again).
+            parents = {name: parent for name, parent in parents.items() if name in own}
         elsewhere: dict[str, uuid.UUID] = {}
         if tm.parents and not parents:
             parents, elsewhere = _hinted_parents(view, tm, row)
