@@ -195,6 +195,8 @@ class Transaction:
         compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them. The objects
         it owns (``nbdb_owned_by``) go with it, as with a plain delete, and are deleted objects for this
         transaction's own writes too: an update or mutate of one here becomes its delete (result None).
+        Planned before the first commit when a plain delete of it would be (the same rule and per-table
+        hint, :func:`nbdb.cascade.plain_delete_plans`): a meter's delete is one commit with its bands.
         """
         if self._finished is not None:
             self._refuse()
