@@ -1040,3 +1040,30 @@ def test_an_id_counter_another_writer_nulls_during_an_allocation_is_a_corrupt_re
     with pytest.raises(nbdb.CorruptRecordError, match="counter 'c'"):
         db.allocate_id("c")
     assert store.nulled
+
+
+@pytest.mark.parametrize("topic", [None, "elsewhere"])
+def test_a_refused_switch_delete_names_every_referrer_and_stands_after_one_commit(
+    open_db: Callable[..., nbdb.Database], topic: str | None
+) -> None:
+    # The delete weighs every entry of the switch's referrers (a port in another partition's by its
+    # reservation, the source asked): the error names them all, and the plain delete, refused for a port
+    # it can neither drop nor take along, stands at once. It named none, and the same plan was committed
+    # and refused a second time.
+    db = open_db()
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}", topic=topic))
+    commits: list[int] = []
+    real = db.backend.commit
+
+    def commit(ops, *args, **kwargs):  # type: ignore[no-untyped-def]
+        commits.append(len(ops))
+        return real(ops, *args, **kwargs)
+
+    db.backend.commit = commit  # type: ignore[method-assign]
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
+        db.delete(sw)
+    assert refused.value.target == (LogicalSwitch.nbdb_table, sw.id)
+    assert refused.value.referrers == ((LogicalSwitchPort.nbdb_table, port.id),)
+    assert len(commits) == 1, commits
+    assert db.get(LogicalSwitch, sw.id) == sw and db.get(LogicalSwitchPort, port.id) == port

@@ -23,7 +23,7 @@ import nbdb
 from nbdb.backends.ovsdb import OvsdbBackend, generate_schema
 from nbdb.conformance.kit import eventually, sink_deliveries
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
-from nbdb.testing.ovsdb import OvsdbServer
+from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.probes import run_tool
 from nbdb.testing.process import find_binary
 
@@ -985,3 +985,112 @@ def test_the_barrier_after_an_undone_commit_shares_the_commits_deadline(server: 
         assert all(d is not None and d < latest for d in deadlines), (
             f"a barrier ran past the commit's deadline: {[d - latest if d else d for d in deadlines]} s"
         )
+
+
+# ---------------------------------------------------------------------------- refused deletes
+
+
+def test_a_refused_switch_delete_names_every_port_holding_it(db: nbdb.Database) -> None:
+    # The server refuses the delete for the switch's ports column; the replica, synced after the
+    # refusal, shows no holder it cannot name: the error carries the ports, as the key-value stores'.
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    ports = [db.create(LogicalSwitchPort(switch=sw, name=f"p{i}-{uuid.uuid4().hex[:8]}")) for i in range(2)]
+    with pytest.raises(nbdb.ReferenceError) as refused:
+        db.delete(sw)
+    assert refused.value.target == (LogicalSwitch.nbdb_table, sw.id)
+    assert sorted(refused.value.referrers or (), key=str) == sorted(
+        ((LogicalSwitchPort.nbdb_table, p.id) for p in ports), key=str
+    )
+    assert db.get(LogicalSwitch, sw.id) == sw
+
+
+def test_a_holder_no_object_of_the_namespace_leaves_the_referrers_unnamed(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # Another client's port (no nbdb namespace) in the switch's ports: the replica holds its row but no
+    # object of this namespace, so the port named is not every referrer, and the error claims none.
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Logical_Switch_Port",
+                "row": {"name": f"f-{uuid.uuid4().hex[:8]}"},
+                "uuid-name": "p",
+            },
+            {
+                "op": "mutate",
+                "table": "Logical_Switch",
+                "where": [["_uuid", "==", ["uuid", str(sw.id)]]],
+                "mutations": [["ports", "insert", ["set", [["named-uuid", "p"]]]]],
+            },
+        ],
+    )
+    with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
+        db.delete(sw)
+    assert refused.value.target is None and refused.value.referrers is None
+
+
+def test_a_column_no_model_follows_that_points_to_the_target_leaves_the_referrers_unnamed(
+    tmp_path: Any,
+) -> None:
+    # A newer schema's column pointing to switches, which no model maps: the replica does not follow
+    # it, and the server's refusal for the port (its child check fails first) says nothing of a row
+    # held there, so the port named is not every holder and the error claims none.
+    schema = json.loads(find_ovn_nb_schema().read_text())
+    schema["tables"]["Newer_Holder"] = {
+        "columns": {"switch": {"type": {"key": {"type": "uuid", "refTable": "Logical_Switch"}, "min": 0, "max": 1}}},
+        "isRoot": True,
+    }
+    path = tmp_path / "newer.ovsschema"
+    path.write_text(json.dumps(schema))
+    with OvsdbServer(schema=path) as server, nbdb.connect(server.url) as db:
+        sw = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=sw, name="p"))
+        _foreign_transact(server, [{"op": "insert", "table": "Newer_Holder", "row": {"switch": ["uuid", str(sw.id)]}}])
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
+            db.delete(sw)
+        assert refused.value.target is None and refused.value.referrers is None
+        db.delete(port)
+        with pytest.raises(nbdb.ReferenceError, match="Newer_Holder"):
+            db.delete(sw)  # the server's own refusal, naming the row that holds it
+
+
+# ---------------------------------------------------------------------------- review (wip/rev20)
+
+
+def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_leaves_the_referrers_unnamed(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # A namespaced Database's replica is filtered on the server by nbdb:ns: another client's port (no
+    # namespace, in its own switch) naming the HA chassis group never reaches it. The server's wait refuses
+    # the delete for both ports, and the error must not claim the one it can see is every referrer
+    # (docs/backends/ovsdb.md: "another client's row holding the target ... leaves them None").
+    from nbdb.models import HAChassisGroup
+
+    group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    mine = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}", ha_chassis_group=group.id))
+    _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Logical_Switch_Port",
+                "row": {"name": f"f-{uuid.uuid4().hex[:8]}", "ha_chassis_group": ["uuid", str(group.id)]},
+                "uuid-name": "p",
+            },
+            {
+                "op": "insert",
+                "table": "Logical_Switch",
+                "row": {"name": f"fsw-{uuid.uuid4().hex[:8]}", "ports": ["set", [["named-uuid", "p"]]]},
+            },
+        ],
+    )
+    with pytest.raises(nbdb.ReferenceError, match=str(mine.id)) as refused:
+        db.delete(group)
+    assert refused.value.referrers is None, (
+        f"claims every referrer, missing the foreign port: {refused.value.referrers}"
+    )

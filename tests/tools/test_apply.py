@@ -144,3 +144,28 @@ def test_the_update_moving_a_doomed_owner_s_last_owned_object_away_is_one_unit_w
         assert applier._units(ops) == [ops]
         assert Applier(db, applier.state, limit=1).apply(wanted) == 3
         assert [m.name for m in db.list(Meter)] == ["m2"] and {b.id for b in db.list(MeterBand)} == {b1.id, b2.id}
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_a_doomed_owner_another_object_references_is_left_to_the_deletes(url: str) -> None:
+    # A health check moves from lb1 (deleted) to lb2, and a switch still references lb1 in the destination:
+    # lb1's delete does not join the check's update (a unit before the switch's own update let go of it),
+    # it waits for the deletes, which go after every put, its referrer's update among them.
+    from nbdb.models import LoadBalancer, LoadBalancerHealthCheck
+
+    with nbdb.connect(url) as db:
+        lb1 = LoadBalancer(name="lb1", vips={"10.0.0.1:80": "10.0.1.1:80"})
+        lb2 = LoadBalancer(name="lb2", vips={"10.0.0.2:80": "10.0.1.2:80"})
+        check = LoadBalancerHealthCheck(load_balancer=lb1.id, vip="10.0.0.1:80")
+        sw = LogicalSwitch(name="sw", load_balancer=[lb1.id])
+        applier = Applier(db)
+        applier.apply({key_of(o): o for o in [lb1, lb2, check, sw]})
+        moved = check.replace(load_balancer=lb2.id, vip="10.0.0.2:80")
+        let_go = sw.replace(load_balancer=[lb2.id])
+        puts = [(key_of(check), moved), (key_of(sw), let_go)]
+        assert applier._owners_left(puts, [applier.state[key_of(lb1)]]) == puts  # no delete joins the puts
+        wanted: dict[tuple[str, uuid.UUID], Model | None] = {key_of(lb1): None, **dict(puts)}
+        assert Applier(db, applier.state).apply(wanted) == 3
+        assert [lb.name for lb in db.list(LoadBalancer)] == ["lb2"]
+        assert db.get(LoadBalancerHealthCheck, check.id).load_balancer == lb2.id
+        assert db.get(LogicalSwitch, sw.id).load_balancer == [lb2.id]

@@ -629,10 +629,15 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 (table, id), target = detail
                 return rules.dangling((table, id), target)
             if kind in ("children", "referenced"):
+                # Named as every referrer when the synced replica's rows show no holder it cannot name
+                # (see Replica.names_every_referrer): a plain delete refused for one it can neither drop
+                # nor take along (a switch's port) then stands at once, not after the same plan's second
+                # refusal, and one planned again walks from them rather than listing them again.
                 self._sync(plan.db)
                 with self.replica.cond:
                     refs = sorted(self.replica.referrer_keys(*detail), key=str)
-                return rules.still_referenced(detail, refs)
+                    every = self.replica.names_every_referrer(detail[0], detail[1], refs)
+                return rules.still_referenced(detail, refs, every=every)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):

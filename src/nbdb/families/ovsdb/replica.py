@@ -439,6 +439,59 @@ class Replica:
         """The RefKeys of the objects referencing ``(table, id)``, unordered (under :attr:`cond`)."""
         return [(key[0], source) for key, source in self.referrers_view(table, id).items()]
 
+    def names_every_referrer(self, table: str, id: uuid.UUID, named: Collection[RefKey]) -> bool:
+        """Whether ``named`` (:meth:`referrer_keys` of ``table/id``) is every row of the replica's databases
+        holding the object, as the rows it follows show them (call under ``cond``, once synced).
+
+        Each row holding it, a child in the object's own set columns or a row whose column of the served
+        schema points to it, must be one of them: a row this replica shows as no object of its namespace
+        (another client's, another namespace's) is a holder nbdb cannot name, and so may be one in a column
+        it does not follow (a newer schema's) or a map's. A replica of a namespace (or of some topics) is
+        sent only that namespace's rows of a table with external_ids, so any such table's column pointing
+        to the target may hold it unseen: False then, whatever its rows show (the object's own child
+        columns are read from its own row). A reference kept as JSON text or in another database is not
+        checked against rows here: False, and for no name at all (the server refused the delete for some
+        holder). Its parents' sets (a port's switch) are the planner's, not referrers.
+        """
+        tm = self.mapping.tables.get(table)
+        if tm is None or not named:
+            return False
+        for source in self.mapping.tables.values():
+            for to, storage in source.refs.values():
+                if to == table and storage != "parent" and (storage != "column" or source.db != tm.db):
+                    return False
+        view = self.views[tm.db]
+        row = view.rows.get(tm.db_table, {}).get(id.int)
+        if row is None:
+            return False  # gone since: the delete planned again says so
+        ids = {key[1].int for key in named}
+        for link in view.links.get(tm.db_table, ()):
+            for member in _members(row, link.column):
+                child = _uuid(member)
+                if child is None or child.int not in ids:
+                    return False
+        # The server filters the rows of a table with external_ids by namespace (and topic): another
+        # namespace's or client's row holding the target there never reaches this replica.
+        filtered = bool(self.namespace) or view.filtered
+        text = uuid_text(id)  # a cell holds uuids as the server's (canonical) text
+        parents = {(p, c) for p, c in tm.parents.values()}
+        for db_table, schema in self.mapping.schemas[tm.db].tables.items():
+            followed = view.types.get(db_table, {})
+            for column, spec in schema.columns.items():
+                kinds = (spec.type.key, spec.type.value)
+                if (
+                    not any(k is not None and k.ref_table == tm.db_table for k in kinds)
+                    or (db_table, column) in parents
+                ):
+                    continue
+                if column not in followed or spec.type.is_map or (filtered and EXTERNAL_IDS in schema.columns):
+                    return False
+                for rid, held in view.rows.get(db_table, {}).items():
+                    cell = held.get(column)
+                    if rid not in ids and (cell == text or (isinstance(cell, set) and text in cell)):
+                        return False
+        return True
+
     def select(self, tables: Collection[str], topics: Collection[str | None] | None) -> list[Record]:
         """Every record of ``tables`` (in ``topics``)."""
         wanted = set(tables)

@@ -108,7 +108,10 @@ class ReferenceProtocol:
                 else:
                     abandoned.append((source, reservation))
             if live:
-                raise rules.still_referenced(target, [L.parse_ref(text) for text in sorted(live)])
+                # Every entry of the target's row read for the plan was weighed (its own commits' sources
+                # checked, each reservation's source asked): these are all its referrers, and a plain
+                # delete refused for one it can neither drop nor take along stands at once.
+                raise rules.still_referenced(target, [L.parse_ref(text) for text in sorted(live)], every=True)
             for source, reservation in abandoned:
                 source_part = reservation.partition(":")[2]
                 # Stop the source's commit if it is still in flight: after the seal
