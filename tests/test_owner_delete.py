@@ -385,3 +385,23 @@ def test_a_transactions_outcome_does_not_depend_on_its_tables_last_delete(db: nb
     db.delete(_lrp(db, router))  # a bare port: its walk finds nothing, the next port delete goes alone first
     second = _move_gateway_by_name(db, may_exist)
     assert first == second, (first, second)
+
+
+@pytest.mark.parametrize("bare_first", [False, True], ids=["no-hint", "after-a-bare-switch"])
+@pytest.mark.parametrize("url", ["memory://", "sqlite://"])
+def test_a_transactions_owner_delete_refused_for_a_corrupt_referrer_is_the_reference_error(
+    url: str, bare_first: bool
+) -> None:
+    # As the plain delete (tests/test_bad_input_3.py): a switch whose port another writer corrupted is refused
+    # by the store for that port, ReferenceError, whether its delete walks first or goes alone first. The walk
+    # before the first commit read the corrupt port and raised its CorruptRecordError (the plain delete's walk
+    # first lets the store's verdict decide), and only when the hint said walk first.
+    with nbdb.connect(url) as db:
+        if bare_first:
+            db.delete(db.create(LogicalSwitch(name="bare")))  # the next switch delete goes alone first
+        switch = db.create(LogicalSwitch(name="sw"))
+        port = db.create(LogicalSwitchPort(switch=switch, name="p"))
+        db.backend.write_raw(port.nbdb_table, port.id, port.topic, b"not a record")  # type: ignore[attr-defined]
+        with pytest.raises(nbdb.ReferenceError, match=str(port.id)), db.transaction() as txn:
+            txn.delete(switch)
+        assert db.get(LogicalSwitch, switch.id).name == "sw"
