@@ -348,7 +348,9 @@ def _lrp(db: nbdb.Database, router: object) -> object:
     from nbdb.models import LogicalRouterPort
 
     return db.create(
-        LogicalRouterPort(router=router, name=f"lrp-{uuid.uuid4().hex[:8]}", mac="00:00:00:00:00:02", networks=["10.0.0.1/24"])
+        LogicalRouterPort(
+            router=router, name=f"lrp-{uuid.uuid4().hex[:8]}", mac="00:00:00:00:00:02", networks=["10.0.0.1/24"]
+        )
     )
 
 
