@@ -35,6 +35,7 @@ from nbdb.cascade import (
     learn_order,
     plain_delete_plans,
     read_refusal,
+    store_decides,
     walk_deletes,
 )
 from nbdb.codec import bulk, decode, decode_each
@@ -709,16 +710,13 @@ class Database:
                             ops += drops_of(walk, frozenset())
                             seen = {**walk.referrers, **walk.owned}
                 except errors.CorruptRecordError as corrupt:
-                    # A plain delete the store refused for a referrer its walk cannot read (another writer
-                    # corrupted it): whether that referrer is owned or weak cannot be told, and it still
-                    # holds the target, so the store's refusal stands (a cascade reports the record).
-                    # An owner's planned before any refusal goes alone: the store's verdict decides.
-                    if not cascade and last is None:
-                        ops = [op]
-                    elif cascade or not isinstance(last, errors.ReferenceError):
+                    # A referrer its walk cannot read (another writer corrupted it): an owner's delete
+                    # planned before any refusal goes alone, and a refusal stands (store_decides; a
+                    # cascade reports the record, and so does a plan made again after a conflict).
+                    if cascade or (last is not None and not isinstance(last, errors.ReferenceError)):
                         raise
-                    else:
-                        raise last from corrupt
+                    store_decides(corrupt, last)
+                    ops = [op]
                 known = None
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:

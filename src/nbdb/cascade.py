@@ -40,6 +40,7 @@ __all__ = [
     "owns",
     "plain_delete_plans",
     "read_refusal",
+    "store_decides",
     "took_along",
     "walk_deletes",
     "weak_drops",
@@ -120,6 +121,16 @@ def plain_delete_plans(table: str, last: Mapping[str, tuple[bool, bool]]) -> tup
     if plan is _NO_PLAN:
         return plan  # (most tables: no hint to ask)
     return last.get(table, plan)
+
+
+def store_decides(corrupt: errors.CorruptRecordError, refusal: errors.NbdbError | None) -> None:
+    """The rule for a delete's walk (a plain delete's, or a transaction's deletes', never a cascade's) that read
+    a referrer another writer corrupted: whether that one is owned or weak cannot be told, and it still holds
+    the target. Before the store saw the deletes (``refusal`` None) this returns: they go alone and the
+    store's verdict decides, as when the hint sends them alone first (so the outcome does not depend on it).
+    Once the store refused them (``refusal``), its refusal stands, raised from ``corrupt``."""
+    if refusal is not None:
+        raise refusal from corrupt
 
 
 WALK_FIRST = (True, True)

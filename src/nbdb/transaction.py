@@ -20,6 +20,7 @@ from nbdb.cascade import (
     owns,
     plain_delete_plans,
     read_refusal,
+    store_decides,
     took_along,
     walk_deletes,
     weakly_referenced,
@@ -247,10 +248,18 @@ class Transaction:
         # try: sent alone, they were refused for the objects they take along and committed a second time.
         order = context.delete_order
         tables, first = self._walk_first(order)
+        # Whether an owner's deletes went to the store unwalked (alone first): a refusal the walk would have
+        # spared (a unique value or a version an object they own holds) walks them then, before it stands.
+        unwalked = any(not walks and owns(table) for table, walks in tables.items())
         if first:
-            doomed, walk = self._walk_taking(context.backend, first, doomed, None)
-            if walk.owned or walk.referrers:  # (else the deletes go alone, as a plain delete's would)
-                walked, plan_weak = walk, True
+            try:
+                doomed, walk = self._walk_taking(context.backend, first, doomed, None)
+            except errors.CorruptRecordError as corrupt:
+                store_decides(corrupt, None)  # they go alone: the store's verdict decides, as a plain delete's
+                unwalked = True
+            else:
+                if walk.owned or walk.referrers:  # (else the deletes go alone, as a plain delete's would)
+                    walked, plan_weak = walk, True
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -350,7 +359,7 @@ class Transaction:
                         # stored copies, lists them again (a group of a switch deleted here that the
                         # transaction moves to another switch goes with it, as when it is refused unnamed).
                         known = None
-                taken = self._take_owned(context.backend, mine, doomed, known)
+                taken, unwalked = self._take_owned(context.backend, mine, doomed, known, exc), False
                 if taken is not None:
                     # Objects the deleted ones own go too: the weak references the transaction's own writes
                     # hold to them are dropped, and its own writes of them become their deletes. The weak
@@ -359,16 +368,16 @@ class Transaction:
                     log.debug("transaction: the objects its deletes own go with them")
                     continue
                 own = {(op.table, op.id) for op in mine}
-                planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
+                try:
+                    planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
+                except errors.CorruptRecordError as corrupt:
+                    store_decides(corrupt, exc)
+                    raise
                 plan = drops_of(planned_from, frozenset())
                 if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
                     raise
                 plan_weak, replanned = True, plan
                 log.debug("transaction: a weak referrer refused its deletes; dropping the references")
-                continue
-            except errors.UniqueViolationError as exc:
-                if not self._settle_existing(live, exc):
-                    raise
                 continue
             except errors.NotFoundError as exc:
                 if self._settle_gone(live, exc):
@@ -378,6 +387,21 @@ class Transaction:
                 log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
                 continue
             except errors.ConflictError as exc:
+                if unwalked:
+                    # The hint sent an owner's deletes alone first, and the store refused the commit for a
+                    # unique value or a version before weighing them: walked first, the objects they own
+                    # went in that commit (freeing a name the transaction creates anew). The hint orders
+                    # the work only: walk them now, as the refusal of a reference does, and try again.
+                    mine = ops[: len(ops) - len(drops)]
+                    taken, unwalked = self._take_owned(context.backend, mine, doomed, None, exc), False
+                    if taken is not None:
+                        (doomed, walked), plan_weak, replanned = taken, True, None
+                        log.debug("transaction: refused before its owner deletes walked; walking them")
+                        continue
+                if isinstance(exc, errors.UniqueViolationError):
+                    if not self._settle_existing(live, exc):
+                        raise
+                    continue
                 if self._settle_existing(live, exc):
                     continue
                 if exc.key is not None and any((op.table, op.id) == exc.key for op in drops):
@@ -452,18 +476,29 @@ class Transaction:
         return [(op.table, op.id) for op in ops if isinstance(op, Delete)]
 
     def _take_owned(
-        self, backend: Backend, ops: Sequence[WriteOp | Mutate], doomed: frozenset[RefKey], known: Known | None
+        self,
+        backend: Backend,
+        ops: Sequence[WriteOp | Mutate],
+        doomed: frozenset[RefKey],
+        known: Known | None,
+        refusal: errors.NbdbError,
     ) -> tuple[frozenset[RefKey], Walk] | None:
         """Make the stored objects this transaction's deletes own part of what it deletes (:meth:`_walk_taking`).
 
         Returns the doomed targets with the owned ones and the walk of every delete that found them (its
         reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
         ``known``: the referrers the store's refusal named, as read to weigh it (see :data:`nbdb.cascade.Known`).
+        ``refusal``: the store's refusal that made it walk; it stands if the walk reads a corrupt referrer
+        (:func:`nbdb.cascade.store_decides`).
         """
         deletes = self._deleted(ops)
         if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
-        taken, walk = self._walk_taking(backend, deletes, doomed, known)
+        try:
+            taken, walk = self._walk_taking(backend, deletes, doomed, known)
+        except errors.CorruptRecordError as corrupt:
+            store_decides(corrupt, refusal)
+            raise
         return None if taken is doomed else (taken, walk)
 
     def _walk_taking(
