@@ -11,7 +11,9 @@ the first's, over the updates) and of the process::
     python benchmarks/ovn_update_cg.py --a /path/to/main/src --b src --ports 1000 --count 100
 
 ``--op delete``: the second run deletes each port it created instead (a plain CAS ``delete()``, as
-``nbdb bench``'s ovn.delete), and the counts are per delete.
+``nbdb bench``'s ovn.delete), and the counts are per delete. ``--op create``: the first run creates
+nothing (it connects and loads the cache alike), the second creates ``--count`` ports, and the counts
+are per create.
 
 Threads are numbered as they started: 1 the caller, 2 the connection's I/O thread, then the
 hub's and the cache's (the largest after the I/O thread, with a cache open).
@@ -39,16 +41,18 @@ from nbdb.models.ovn import LogicalSwitchPort
 db = nbdb.connect(url, namespace=ns)
 cache = None if os.environ.get("NO_CACHE") else db.cache(LogicalSwitchPort)
 assert cache is None or cache.wait_synced(600)
-made = [db.create(LogicalSwitchPort(switch=switch, name=f"{ns}-{i}", addresses=address(i))) for i in range(count)]
+made = []
+for i in range(count if "c" in steps else 0):
+    made.append(db.create(LogicalSwitchPort(switch=switch, name=f"{ns}-{i}", addresses=address(i))))
 if "u" in steps:
     for r in (1, 2):
         for i in range(count):
             made[i] = db.update(made[i].replace(addresses=address(i + r * count)))
-last = made[-1]
+last = made[-1] if made else None
 if "d" in steps:
     for p in made:
         last = db.delete(p)
-assert cache is None or cache.wait_for(last, 60)
+assert cache is None or last is None or cache.wait_for(last, 60)
 db.close()
 """
 
@@ -77,9 +81,13 @@ def main() -> None:
     parser.add_argument("--ports", type=int, default=1000, help="ports already on each switch")
     parser.add_argument("--count", type=int, default=100, help="ports created, then updated twice each")
     parser.add_argument("--no-cache", action="store_true", help="open no cache")
-    parser.add_argument("--op", choices=("update", "delete"), default="update", help="what the second run measures")
+    parser.add_argument("--op", choices=("update", "delete", "create"), default="update", help="what is measured")
     opts = parser.parse_args()
-    measured, writes = ("cu", 2 * opts.count) if opts.op == "update" else ("cd", opts.count)
+    base, measured, writes = {
+        "update": ("c", "cu", 2 * opts.count),
+        "delete": ("c", "cd", opts.count),
+        "create": ("n", "c", opts.count),
+    }[opts.op]
 
     from nbdb.bench.ovn.wire import RawNb
     from nbdb.testing.servers import start_server
@@ -88,15 +96,15 @@ def main() -> None:
     try:
         for side, src in (("a", opts.a), ("b", opts.b)):
             runs = {}
-            for steps in ("c", measured):
+            for steps in (base, measured):
                 ns = f"cg-{uuid.uuid4().hex[:8]}"
                 wire = RawNb(server.url)
                 switch = wire.add_switch(f"sw-{ns}", ns)
                 wire.add_ports(switch, [f"{ns}-p{i}" for i in range(opts.ports)], ns)
                 wire.close()
                 runs[steps] = _threads(src, steps, server.url, ns, str(switch), opts.count, opts.no_cache)
-            names = sorted(set(runs["c"]) | set(runs[measured]))
-            per = {n: (runs[measured].get(n, 0) - runs["c"].get(n, 0)) / writes for n in names}
+            names = sorted(set(runs[base]) | set(runs[measured]))
+            per = {n: (runs[measured].get(n, 0) - runs[base].get(n, 0)) / writes for n in names}
             threads = ", ".join(f"thread {n.lstrip('0') or n}: {v:,.0f}" for n, v in per.items() if abs(v) >= 1000)
             print(f"{side} ({src}): {sum(per.values()):,.0f} per {opts.op}; {threads}", flush=True)
     finally:

@@ -52,6 +52,26 @@ def test_bad_values_name_the_option_and_the_backend() -> None:
     assert Options({"c": "quorum"}, "x").choice("c", "ALL", ("ALL", "QUORUM")) == "QUORUM"
 
 
+@given(value=st.one_of(st.integers(), st.booleans(), st.floats(), st.text(max_size=12), st.binary(max_size=4)))
+def test_a_number_or_whole_number_is_read_or_refused_by_name(value: object) -> None:
+    # Every keyword value is read or refused with a ValidationError naming the option. An int beyond a float's
+    # range (timeout=10**400) raised OverflowError out of number(), as no URL text could (float("1e400") is inf).
+    opts = Options({"n": value}, "x")
+    for read in (lambda: opts.number("n", 1.0), lambda: opts.integer("n", 1)):
+        try:
+            got = read()
+        except nbdb.ValidationError as exc:
+            assert "option n must be" in str(exc)
+        else:
+            assert isinstance(got, int | float) and not isinstance(value, bool)
+
+
+def test_a_keyword_int_beyond_a_float_is_refused_as_a_number() -> None:
+    with pytest.raises(nbdb.ValidationError, match="option n must be a number"):
+        Options({"n": 10**400}, "x").number("n", 1.0)
+    assert Options({"n": 10**400}, "x").integer("n", 1) == 10**400
+
+
 def test_absent_options_take_their_defaults() -> None:
     opts = Options({}, "x")
     assert (opts.flag("a"), opts.flag("a", True), opts.integer("b", 3), opts.text("c"), opts.text("c", "d")) == (
@@ -132,3 +152,23 @@ def test_tls_files_of_a_small_key_are_taken_as_the_clients_take_them(tmp_path: p
     check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", key))
     with pytest.raises(nbdb.ValidationError, match="option cert with key"):
         check_tls_files("etcd://", ("ca", crt), ("cert", crt), ("key", crt))
+
+
+def test_an_absent_option_takes_its_default_unchecked() -> None:
+    # An absent option is its default, as given: the bounds and finiteness check what the user wrote. Hazelcast
+    # passes the user's timeout (no maximum) as retry_deadline's default (maximum 86400): timeout=100000 parsed
+    # on main and must still; an infinite default is no KeyError.
+    from nbdb.backends.hazelcast._client import parse_url
+
+    assert parse_url("hazelcast://h/c?timeout=100000", {}).retry.deadline == 100000.0
+    assert Options({}, "x").integer("n", 5, minimum=10) == 5
+    assert Options({}, "x").number("n", float("inf")) == float("inf")
+
+
+@pytest.mark.parametrize("read", ["number", "integer-bounded"])
+def test_a_keyword_int_too_long_to_print_is_a_validation_error(read: str) -> None:
+    # e192899c says a keyword int past a float's range is a ValidationError; past 4300 digits, formatting the
+    # refusal (str of the int) raises ValueError itself: an untyped error escapes instead.
+    opts = Options({"n": 10**5000}, "x")
+    with pytest.raises(nbdb.ValidationError):
+        opts.number("n", 1.0) if read == "number" else opts.integer("n", 1, maximum=5)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qs, unquote
 
@@ -159,7 +159,7 @@ class Options:
         return namespace
 
     def _bad(self, name: str, want: str, value: Any) -> errors.ValidationError:
-        return errors.ValidationError(f"{self.label} option {name} must be {want}, not {value!r}")
+        return errors.ValidationError(f"{self.label} option {name} must be {want}, not {_shown(value)}")
 
     @overload
     def text(self, name: str, default: str) -> str: ...
@@ -203,40 +203,42 @@ class Options:
         raise self._bad(name, "true or false", value)
 
     def integer(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        """A whole number within the bounds."""
-        value = self._values.get(name, _MISSING)
-        if value is _MISSING:
+        """A whole number within the bounds (an absent option is ``default``, unchecked)."""
+        if name not in self._values:
             return default
-        if isinstance(value, bool):
-            raise self._bad(name, "a whole number", value)
-        try:
-            number = value if isinstance(value, int) else int(str(value).strip())
-        except ValueError:
-            raise self._bad(name, "a whole number", value) from None
+        number = self._read(name, "a whole number", lambda v: v if isinstance(v, int) else int(str(v).strip()))
         self._check_bounds(name, number, minimum, maximum)
         return number
 
     def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None) -> float:
-        """A (finite) number within the bounds; seconds, for durations."""
-        value = self._values.get(name, _MISSING)
-        if value is _MISSING:
+        """A (finite) number within the bounds; seconds, for durations (an absent option is ``default``, unchecked:
+        a caller may pass on a value the user gave elsewhere, such as Hazelcast's ``timeout`` as ``retry_deadline``'s
+        default)."""
+        if name not in self._values:
             return default
-        if isinstance(value, bool):
-            raise self._bad(name, "a number", value)
-        try:
-            number = float(value) if isinstance(value, int | float) else float(str(value).strip())
-        except ValueError:
-            raise self._bad(name, "a number", value) from None
+        number = self._read(name, "a number", lambda v: float(v if isinstance(v, int | float) else str(v).strip()))
         if number != number or number in (float("inf"), float("-inf")):
-            raise self._bad(name, "a finite number", value)
+            raise self._bad(name, "a finite number", self._values[name])
         self._check_bounds(name, number, minimum, maximum)
         return number
 
+    def _read(self, name: str, want: str, read: Callable[[Any], T]) -> T:
+        """``read(value)`` of the (present) option; a ValidationError saying it must be ``want`` where
+        ``read`` cannot (ValueError; OverflowError: a keyword's int past a float's range), or the value is a bool
+        (an int to Python, never meant as a number here)."""
+        value = self._values[name]
+        if isinstance(value, bool):
+            raise self._bad(name, want, value)
+        try:
+            return read(value)
+        except (ValueError, OverflowError):
+            raise self._bad(name, want, value) from None
+
     def _check_bounds(self, name: str, number: float, minimum: float | None, maximum: float | None) -> None:
         if minimum is not None and number < minimum:
-            raise errors.ValidationError(f"{self.label} option {name} must be at least {minimum}, not {number}")
+            raise errors.ValidationError(f"{self.label} option {name} must be at least {minimum}, not {_shown(number)}")
         if maximum is not None and number > maximum:
-            raise errors.ValidationError(f"{self.label} option {name} must be at most {maximum}, not {number}")
+            raise errors.ValidationError(f"{self.label} option {name} must be at most {maximum}, not {_shown(number)}")
 
     def choice(self, name: str, default: str, choices: Collection[str], *, fold: bool = True) -> str:
         """One of ``choices`` (compared case-insensitively when ``fold``; returned as listed)."""
@@ -264,6 +266,14 @@ class Options:
             max_backoff=max(default.max_backoff, backoff),
             deadline=deadline or None,
         )
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a message: its repr, but an int too long for Python to print (past 4300 digits, repr raises
+    ValueError) by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 10_000:
+        return f"a whole number of about {int(value.bit_length() * 0.30103)} digits"
+    return repr(value)
 
 
 def check_unicode(what: str, text: str) -> str:

@@ -343,14 +343,7 @@ def storable(value: object) -> bool:
     # Any other value (under an ``Any`` field, say): storable when pydantic's JSON serializer writes it
     # (a datetime, a Decimal...). memory:// keeps objects and never encodes them: without this it took an
     # ``object()`` that every store of bytes refuses.
-    try:
-        pydantic_core.to_json(value)
-    except PydanticSerializationError as exc:
-        raise_interrupt(exc)
-        return False
-    except (ValueError, TypeError):
-        return False
-    return True
+    return _writes_json(pydantic_core.to_json, value)
 
 
 _MINUTE = datetime.timedelta(minutes=1)
@@ -570,8 +563,13 @@ def _declared_storable(value: object) -> bool:
             _DECLARED_ADAPTERS[kind] = adapter
     if adapter is None:
         return True
+    return _writes_json(cast(pydantic.TypeAdapter[Any], adapter).dump_json, value)
+
+
+def _writes_json(dump: Callable[[Any], object], value: object) -> bool:
+    """Whether the JSON serializer ``dump`` writes ``value`` (a Ctrl-C it wrapped is raised again, never a no)."""
     try:
-        cast(pydantic.TypeAdapter[Any], adapter).dump_json(value)
+        dump(value)
     except PydanticSerializationError as exc:
         raise_interrupt(exc)
         return False

@@ -57,6 +57,29 @@ def test_url_grammar() -> None:
         parse_url("hazelcast://h/c", {"namespace": "a/b"})
 
 
+@given(probes=st.integers(-(2**40), 2**40), keyword=st.booleans())
+def test_member_probes_is_a_whole_number_from_zero(probes: int, keyword: bool) -> None:
+    """The probe window after a membership change is an option (docs/backends/hazelcast.md, "Member commits
+    come back"): 7 when absent, any whole number from 0 (0: no timed re-probes); anything else is a
+    ValidationError naming it, from the URL or a keyword (it was an unknown option before)."""
+    assert parse_url("hazelcast://h/c", {}).member_probes == 7
+    url, options = (
+        ("hazelcast://h/c", {"member_probes": probes}) if keyword else (f"hazelcast://h/c?member_probes={probes}", {})
+    )
+    if probes < 0:
+        with pytest.raises(errors.ValidationError, match="member_probes"):
+            parse_url(url, options)
+    else:
+        assert parse_url(url, options).member_probes == probes
+
+
+@pytest.mark.parametrize("bad", ["x", "1.5", "", "true"])
+def test_member_probes_refuses_what_is_not_a_whole_number(bad: str) -> None:
+    for url, options in ((f"hazelcast://h/c?member_probes={bad}", {}), ("hazelcast://h/c", {"member_probes": bad})):
+        with pytest.raises(errors.ValidationError, match="member_probes"):
+            parse_url(url, options)
+
+
 @pytest.mark.parametrize(
     "url",
     [

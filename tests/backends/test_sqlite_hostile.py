@@ -267,28 +267,52 @@ def test_a_group_s_block_left_by_a_ctrl_c_after_its_commit_lets_its_lock_go_when
     db.close()
 
 
+def _opened_writer(path: Path) -> tuple[nbdb.Database, Any]:
+    """A database on ``path``, its schema made, and its backend's writer connection (nbdb's own _Connection)."""
+    db = nbdb.connect(f"sqlite:///{path}")
+    db.list(LogicalSwitch)
+    backend = db.backend
+    assert isinstance(backend, SqliteBackend)
+    return db, backend._writer
+
+
+@pytest.mark.parametrize("when", ["in-its-body", "as-it-commits"])
 @pytest.mark.parametrize("inner", ["nested", "close"])
 def test_a_block_or_close_inside_its_thread_s_open_transaction_rolls_it_back_and_says_so(
-    path: Path, inner: str
+    path: Path, inner: str, when: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Nested blocks are unsupported (docs/backends/sqlite.md): a block's holder record is its thread alone, so a
     # block (or a close) inside the thread's open one takes it for one a Ctrl-C left and rolls it back; the outer
     # exit must say so, never lose its writes without a word or hang. close() there took it for a nested block and
     # raised UnsupportedError after it had marked the connection closing: half-closed, still open, and its every
     # later wait for the write lock gave up at once. Now it closes.
-    db = nbdb.connect(f"sqlite:///{path}")
-    db.list(LogicalSwitch)
-    backend = db.backend
-    assert isinstance(backend, SqliteBackend)
-    writer = backend._writer
+    # "as-it-commits": the inner block (or a close: a signal handler's, say) comes while the outer exit commits,
+    # past its look at whether it still holds the lock (the writer's _commit, nbdb's own, patched to run it
+    # first); the exit's COMMIT then fails. That exit popped its record with no default: a KeyError replaced the
+    # outcome. It now lets go the one way the other paths do (_let_go), says the transaction was rolled back, and
+    # leaves the connection alone (not its block's any more: another thread may hold it by then).
+    db, writer = _opened_writer(path)
+    commit = writer._commit
+
+    def take_over() -> None:
+        if inner == "close":
+            writer.close()
+        else:
+            with writer.transaction():
+                pass
+
+    def taken_over_then_commit() -> None:
+        monkeypatch.undo()  # once
+        take_over()
+        commit()
+
+    if when == "as-it-commits":
+        monkeypatch.setattr(writer, "_commit", taken_over_then_commit)
     with pytest.raises(nbdb.BackendUnavailableError, match="rolled this transaction back"):
         with writer.transaction("IMMEDIATE") as sql:
             sql.execute("INSERT INTO nbdb_leases VALUES ('left', x'00', 0)")
-            if inner == "close":
-                writer.close()
-            else:
-                with writer.transaction():
-                    pass
+            if when == "in-its-body":
+                take_over()
     assert not writer._held and not writer.lock.locked()
     if inner == "close":
         with pytest.raises(sqlite3.ProgrammingError, match="closed"):
@@ -675,3 +699,32 @@ def test_a_duplicate_whose_index_another_tool_spoiled_goes_without_freeing_its_v
             db.create(LogicalSwitchPort(switch=switch.id, name="x"))
         db.delete(holder)  # the true holder's release frees it
         db.create(LogicalSwitchPort(switch=switch.id, name="x"))
+
+
+def test_a_block_taken_over_after_its_commit_ran_is_never_said_rolled_back(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A signal handler that closes the connection (taking the block's lock over) and raises, landing right after
+    # COMMIT ran: the transaction is durable. The exit must not say "rolled this transaction back" (a wrong
+    # outcome, and ``committed`` left empty); it knows COMMIT ran, or says the outcome is unknown.
+    db, writer = _opened_writer(path)
+    commit = writer._commit
+
+    def commit_then_handler() -> None:
+        monkeypatch.undo()
+        commit()  # COMMIT ran: durable
+        with writer.transaction():  # the handler's own block takes the lock over (rolls back nothing: none open)
+            pass
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "_commit", commit_then_handler)
+    committed: list[bool] = []
+    with pytest.raises(BaseException) as raised:
+        with writer.transaction("IMMEDIATE", committed) as sql:
+            sql.execute("INSERT INTO nbdb_leases VALUES ('kept', x'00', 0)")
+    assert raised.type is KeyboardInterrupt  # the handler's interrupt goes on, the outcome known (committed)
+    assert not writer._held and not writer.lock.locked()
+    assert writer.one("SELECT count(*) FROM nbdb_leases WHERE key = 'kept'")[0] == 1  # it was committed
+    assert "rolled this transaction back" not in str(raised.value), raised.value
+    assert committed == [True]  # COMMIT ran, whatever interrupted it (the _Block contract)
+    db.close()

@@ -14,7 +14,7 @@ import nbdb
 from nbdb.codec import encode
 from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, Mapping_, Replica, build_mapping
 from nbdb.families.ovsdb import replica as replica_module
-from nbdb.families.ovsdb.planner import _loads, plan_commit
+from nbdb.families.ovsdb.planner import Plan, _loads, plan_commit
 from nbdb.families.ovsdb.rows import VersionBook, stored_columns, written_version
 from nbdb.families.ovsdb.settle import Outcome, reflects, settle, shown_at
 from nbdb.models import LoadBalancer, LoadBalancerGroup, LogicalSwitch, LogicalSwitchPort
@@ -604,3 +604,58 @@ def test_a_commit_no_revision_showed_is_recorded_as_come_and_gone(
     assert replica.changed("LogicalSwitch", other.id) == revision
     (change,) = [c for c in replica.history if c.revision == revision]
     assert change.synthetic and change.new is None and change.old == record
+
+
+def _recreated(mapping: Mapping_, replica: Replica, switch: LogicalSwitch, token: str) -> None:
+    """Another writer creates ``switch`` again under its id (OVSDB lets an insert name its ``_uuid``)."""
+    with replica.cond:
+        again = plan_commit(mapping, replica, [_put(switch, 0)], token)
+    _applied(replica, again.ops)
+
+
+def _deleting(mapping: Mapping_, replica: Replica, switch: LogicalSwitch, token: str) -> Plan:
+    with replica.cond:
+        version = replica.record("LogicalSwitch", switch.id).version  # type: ignore[union-attr]
+        return plan_commit(mapping, replica, [Delete("LogicalSwitch", switch.id, None, version)], token)
+
+
+def test_a_delete_merged_with_its_rows_creation_again_is_a_row_never_shown(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # A relay merged the commit's delete with another writer's creation of the same id again into no update:
+    # no deletion shows the commit, the replica holds the row, and nothing told a watch from the result that
+    # the row it deleted is back. An older deletion of the same id, before the commit was planned, is not its.
+    key = ("LogicalSwitch", switch.id.int)
+    _applied(replica, _deleting(mapping, replica, switch, "00000000000000f0").ops)
+    _recreated(mapping, replica, switch, "00000000000000f1")
+    mine = _deleting(mapping, replica, switch, "00000000000000f2")
+    with replica.cond:
+        assert not reflects(mine, replica)
+        assert shown_at(mine, replica) == (0, frozenset({key}))
+
+
+def test_a_delete_shown_before_its_rows_creation_again_is_stamped_at_the_deletion(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # The replica showed the delete, then the creation again: a watch from the deletion delivers the creation.
+    mine = _deleting(mapping, replica, switch, "00000000000000f3")
+    _applied(replica, mine.ops)
+    deleted = replica.revision
+    _recreated(mapping, replica, switch, "00000000000000f4")
+    with replica.cond:
+        assert not reflects(mine, replica)
+        assert shown_at(mine, replica) == (deleted, frozenset())
+
+
+def test_a_row_a_commit_deleted_and_another_created_again_is_recorded_as_it_is_now(
+    replica: Replica, switch: LogicalSwitch
+) -> None:
+    # A watch from before it stops with HistoryGoneError and lists again: it learns the row is there.
+    with replica.cond:
+        now = replica.record("LogicalSwitch", switch.id)
+        before = replica.revision
+        revision = replica.merged_away([(None, now)])
+    assert revision > before and replica.revision == revision
+    assert replica.changed("LogicalSwitch", switch.id) == revision
+    (change,) = [c for c in replica.history if c.revision == revision]
+    assert change.synthetic and change.old is None and change.new == now is not None

@@ -373,3 +373,88 @@ def test_a_mark_past_its_expiry_by_the_skew_margin_is_dropped() -> None:
     assert stale_marks({key: "junk"}, _NOW) == [key]
     assert MarkBook().droppable(("Port_Group", uuid.UUID(int=1)), {key: expiry}, _NOW + LEDGER_SKEW + 1) == [key]
     assert carried({key: expiry}, _NOW + LEDGER_SKEW + 1) == {}
+
+
+_WINDOW_WORDS = st.one_of(
+    st.from_regex(r"[0-9a-f]{16}@(0|[1-9][0-9]{0,18})", fullmatch=True),  # as nbdb writes them (some past 2**63)
+    st.text(alphabet="0a@ \t²9", max_size=24),  # another writer's garbage
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_WINDOW_WORDS, max_size=6), st.sampled_from([" ", "  ", "\t"]), st.integers(1, 2**63 - 1))
+def test_a_windows_first_entry_read_alone_says_what_the_whole_parse_says(
+    words: list[str], sep: str, version: int
+) -> None:
+    """``settle._newest_is`` (read-your-writes' look at the row's window) is True only where ``parse_window``
+    holds the pair, and True for every window this commit's write leaves (its entry first, whatever came
+    before); ``push_window`` writes what the whole parse gives."""
+    from nbdb.families.ovsdb.rows import WINDOW, parse_window, push_window
+    from nbdb.families.ovsdb.settle import _newest_is
+
+    token = "0123456789abcdef"
+    text = sep.join(words)
+    # push_window reads no further than it keeps, and writes what the whole parse gave.
+    pairs = [(token, version), *parse_window(text)][:WINDOW]
+    assert push_window(text, token, version) == " ".join(f"{t}@{v}" for t, v in pairs)
+    for candidate in (text, f"{token}@{version}{sep}{text}", f"{token}@{version}", f"{token}@{version}0"):
+        if _newest_is(candidate, token, version):
+            assert (token, version) in parse_window(candidate)
+    assert _newest_is(push_window(text, token, version), token, version)
+    assert not _newest_is(push_window(text, token, version + 1), token, version)
+    assert not _newest_is(text, "", version)
+
+
+def test_an_ordinary_commit_asks_nothing_of_the_rows_without_external_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit of rows with ``external_ids`` (a port's) makes no content stamp, asks no ledger marks, and
+    read-your-writes finds its entry first in the row's window without parsing the window (``parse_window``).
+
+    Decided by the table (its map's ``external_ids``), not by work done per commit. Before, read-your-writes
+    parsed each put row's whole window on every commit (``settle.parse_window``, once per update here)."""
+    from nbdb.families.ovsdb import Replica, planner, rows, settle
+    from nbdb.families.ovsdb.planner import plan_commit
+    from nbdb.families.ovsdb.rows import VersionBook
+    from nbdb.spi import Delete
+    from nbdb.testing.ovsdb_play import server_update
+    from nbdb.writes import put_of
+
+    mapping = make_mapping()
+    replica = Replica(mapping, VersionBook(), "ns")
+    db = mapping.get(LogicalSwitchPort.nbdb_table).db
+    replica.resync(db, {})
+    asked: list[str] = []
+
+    def counted(name: str, real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            asked.append(name)
+            return real(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(settle, "parse_window", counted("settle.parse_window", rows.parse_window))
+    monkeypatch.setattr(planner, "content_stamp", counted("content_stamp", rows.content_stamp))
+    monkeypatch.setattr(planner, "result_stamp", counted("result_stamp", rows.result_stamp))
+
+    def commit(ops: list[Any]) -> None:
+        with replica.cond:
+            plan = plan_commit(mapping, replica, ops, uuid.uuid4().hex[:16], now=time.time(), ledger_drop=ledger)
+            replica.expect(plan.written)
+        replica.apply(db, json.loads(json.dumps(server_update(replica, db, plan.ops))))
+        with replica.cond:
+            assert reflects(plan, replica)
+        assert plan.bare == 0 and plan.ledger is None
+
+    def ledger() -> list[str]:
+        asked.append("ledger_drop")
+        return []
+
+    reflects = settle.reflects
+    switch = LogicalSwitch(name="sw", topic="t")
+    commit([put_of(switch, 0)[0]])
+    put, stored = put_of(LogicalSwitchPort(switch=switch.id, name="p", addresses=["0a:00:00:00:00:01"]), 0)
+    commit([put])
+    for n in range(3):
+        put, stored = put_of(stored.replace(addresses=[f"0a:00:00:00:00:1{n}"]), stored.version)
+        commit([put])
+    commit([Delete(stored.nbdb_table, stored.id, stored.topic, stored.version)])
+    assert asked == []

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from nbdb import errors, timeouts
@@ -112,7 +112,7 @@ ERRORS = ExceptionMap(
 """How sqlite3's exceptions become nbdb errors (anything else: BackendUnavailableError)."""
 
 
-_SERIALS = itertools.count()  # next() of a count is atomic: each _Block its own number
+_SERIALS = itertools.count(1)  # each _Block its own number (next() of a count is atomic); 0: none (_take_over)
 _CALL = operator.methodcaller("__call__")  # C, as operator.call (benchmarks/embedded_cg.py counts inside that)
 _ONCE, _NONE = (True,), (None,)
 _get_ident, _compress = threading.get_ident, itertools.compress
@@ -128,6 +128,11 @@ def _atomically(*steps: Callable[[], object]) -> None:
     a third of the instructions. This serves the rare hand-over.)
     """
     collections.deque(map(_CALL, steps), maxlen=0)
+
+
+def _taken_over() -> errors.BackendUnavailableError:
+    """What a block's exit raises once another block of its thread took its lock over (see _Connection._take_over)."""
+    return errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
 
 
 class _Block:
@@ -163,8 +168,10 @@ class _Block:
         held = conn._held
         thread = _get_ident()
         try:
-            if held and conn._take_over(serial, thread):
-                conn._roll_back()  # what the block it took over left open (Ctrl-C): never committed
+            old = conn._take_over(serial, thread) if held else 0
+            if old:
+                if conn._roll_back():  # what the block it took over left open (Ctrl-C): never committed
+                    conn._undone = old  # its exit, if it is still to come, says so (and only then)
             else:
                 # lock.acquire(), then held[serial] = thread: compress() calls map's acquire, then update() sets.
                 held.update(_compress(((serial, thread),), map(conn._acquire, _ONCE)))
@@ -189,7 +196,7 @@ class _Block:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         conn, serial = self.conn, self.serial
         if serial not in conn._held:  # another block of this thread's took its lock over: see _take_over
-            raise errors.BackendUnavailableError("sqlite: a later call of this thread rolled this transaction back")
+            raise _taken_over()
         try:
             if self.mode is None:
                 return
@@ -200,6 +207,8 @@ class _Block:
                         self.committed.append(True)
                     return
                 except BaseException as error:
+                    if serial not in conn._held:  # taken over as it committed: the connection is not its own
+                        self._taken_over_committing(error)  # any more (another thread may hold it): no rollback
                     exc, committing = error, True
             else:
                 committing = False
@@ -209,8 +218,28 @@ class _Block:
             if committing:
                 raise exc
         finally:
-            # held.pop(serial), then the lock's release (its __exit__) with what it popped: see _let_go.
-            any(filter(conn._unlock, map(conn._held.pop, (serial,))))
+            # Not conn._held.pop(serial): a block of this thread's that took the lock over while this one exited
+            # (a signal handler's close, a nested block in a commit hook) popped it, and a KeyError replaced
+            # the outcome; that block let the lock go itself.
+            conn._let_go(serial)
+
+    def _taken_over_committing(self, error: BaseException) -> NoReturn:
+        """Raise the outcome of a commit during which another block of this thread took the lock over (a signal
+        handler's block or close, a nested block): ``error`` is what the commit raised.
+
+        Rolled back by that takeover (the transaction was still open, its COMMIT had not run): said so. Else the
+        transaction had ended: by its COMMIT, unless COMMIT itself failed (``error`` SQLite's), where the outcome is
+        what a failed COMMIT's is (:meth:`_rolled_back`: unknown for a write). Never a rollback that did not happen.
+        """
+        if self.conn._undone == self.serial:
+            raise _taken_over() from None
+        if isinstance(error, sqlite3.Error):
+            if self.mode == "IMMEDIATE":
+                raise errors.CommitUnknownError(f"sqlite: the commit may or may not be durable: {error}") from None
+            raise ERRORS.translate(error) from None
+        if self.committed is not None and not self.committed:
+            self.committed.append(True)  # COMMIT ran: the takeover found no transaction open
+        raise error
 
     def _rolled_back(self, exc: BaseException, committing: bool) -> BaseException | None:
         """Roll back after ``exc``; the error to raise instead (None: ``exc`` itself)."""
@@ -259,6 +288,7 @@ class _Connection:
         self._unlock: Callable[..., object] = self.lock.__exit__  # release(), taking any arguments
         # While a _Block holds the lock: its serial number -> its thread's id (an int: it keeps nothing alive).
         self._held: dict[int, int] = {}
+        self._undone = 0  # the serial of the last block whose open transaction a takeover rolled back (_Block)
         self._closing = False
         self._looked = -_LOOK_EVERY  # time.monotonic() of the last look at the path (_same_file)
         self._gone = False  # the path was seen to name another file, or none
@@ -336,18 +366,18 @@ class _Connection:
             except sqlite3.Error as exc:
                 raise ERRORS.translate(exc) from None
 
-    def _take_over(self, serial: int, thread: int) -> bool:
+    def _take_over(self, serial: int, thread: int) -> int:
         """Make block ``serial`` of ``thread`` the holder of a lock that thread's block left.
 
         A block this thread left holding :attr:`lock` (a Ctrl-C landed where its own clean-up could not
         run) hands it over: the lock is not re-entrant, so waiting for itself hung the thread (and every
-        other) for ever. True: so handed over (roll back what it left); False: take the lock as usual.
+        other) for ever. The old block's serial: so handed over (roll back what it left); 0: take the lock as usual.
         A block of this thread's that is still open (one nested in it, unsupported) is taken over too.
         """
         for old, holder in tuple(self._held.items()):  # at most one
             if holder == thread and self._hand_over(old, serial, thread):
-                return True
-        return False
+                return old
+        return 0
 
     def _recover(self) -> None:
         """Roll back and let go what a block of this thread left holding the lock (a Ctrl-C): see :meth:`_take_over`."""

@@ -98,11 +98,6 @@ _REPROBE_MAX = 60.0
 """Seconds after member commits were turned off (the lock's owner lacked the jar or spoke another protocol)
 before a commit asks the owner again, without waiting for the answer: from the first, doubling to the last
 while it still cannot, back to the first when the cluster's membership changes (a rolling upgrade)."""
-_REPROBES = 6
-"""Re-probes on the back-off's timer after a connect or a membership change (at 1, 3, 7, 15, 31, 63 s: while the
-partitions migrate, the lock's owner may change), then none until the next membership change. A member gains the
-jar or another protocol only by restarting, which the membership listener sees; and each probe a stock member
-cannot read is a SEVERE with a stack trace in its log, so probing on for the client's life only spammed them."""
 _WARNED: set[str] = set()
 """Clusters whose lack of nbdb's member-side code was logged already (once a process each)."""
 _LEASE_REREADS = 2
@@ -197,15 +192,25 @@ class HazelcastBackend(ChangeLogBackend):
         """When member commits, off, may be asked for again (monotonic time; see :meth:`_reprobe_member_code`);
         None while on, while a re-probe is in flight, or with ``member_commit=0``."""
         self._reprobe_delay = _REPROBE_FIRST
-        self._reprobes_left = _REPROBES
-        """Re-probes the back-off's timer may still schedule (reset by a membership change; see ``_REPROBES``)."""
+        self._reprobes_left = max(config.member_probes - 1, 0)
+        """Re-probes (:meth:`_reprobe_member_code`) still to be sent, at most, in the window the connect or the last
+        membership change opened: ``member_probes`` probes in all, the connect's own probe the first of the
+        connect's window (so one fewer here), the re-probe sent at once the first of a membership change's.
+
+        A member gains the jar or another protocol only by restarting, which the membership listener sees; the
+        probes after a connect or a membership change (on the back-off: 1, 3, 7, 15, 31, 63 s) cover the
+        partitions' migration, while the lock's owner may change (a client that connects during it may have
+        missed the change that started it: a join before its listener, or one already in its first member list).
+        Each probe a stock member cannot read is a SEVERE with a stack trace in its log: probing on for the
+        client's life only spammed them. Only these re-probes count: the probe that tells why a task was refused
+        or handed back (:meth:`_member_code_present`) is not the window's, and uses none of it."""
         self._reprobing = threading.Lock()
         """Held while a re-probe is in flight: one at a time."""
         self.member_reprobes = 0
         """Re-probes sent (each one task, sent beside a commit, never waited for)."""
         self._members_listener = (
             client.cluster_service.add_listener(member_added=self._on_members, member_removed=self._on_members)
-            if config.member_commit
+            if config.member_commit and config.member_probes
             else None
         )
         self.member_fallbacks = 0
@@ -271,6 +276,8 @@ class HazelcastBackend(ChangeLogBackend):
                 self.member_commit = True
                 return
             why = f"the members' nbdb jar speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
+        # Off, asked again on the back-off within the connect's window (member_probes): the partitions may still
+        # migrate after a membership change this client never saw, and the lock's owner change with them.
         self._member_commit_off()
         if self.config.where not in _WARNED:
             _WARNED.add(self.config.where)
@@ -1287,12 +1294,11 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _member_commit_off(self) -> None:
         """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again
-        (none once ``_REPROBES`` were scheduled since the connect or the last membership change)."""
+        (none once the window the connect or the last membership change opened is used up: ``_reprobes_left``)."""
         self.member_commit = False
         if self._reprobes_left <= 0:
             self._reprobe_at = None  # until the membership changes (see _on_members)
             return
-        self._reprobes_left -= 1
         self._reprobe_at = time.monotonic() + self._reprobe_delay
         self._reprobe_delay = min(2 * self._reprobe_delay, _REPROBE_MAX)
 
@@ -1300,10 +1306,10 @@ class HazelcastBackend(ChangeLogBackend):
         """A member joined or left (a membership listener, on the client's reactor thread): while member
         commits are off, the lock's owner may now have the code (a rolling upgrade, or a rollback); ask again
         at the next commit, and on the back-off's timer while the partitions migrate (the owner may change
-        only then), ``_REPROBES`` times at most."""
+        only then), ``member_probes`` times at most."""
         self._reprobe_delay = _REPROBE_FIRST
-        self._reprobes_left = _REPROBES
-        if not self.member_commit and not self._reprobing.locked():
+        self._reprobes_left = self.config.member_probes
+        if self._reprobes_left > 0 and not self.member_commit and not self._reprobing.locked():
             self._reprobe_at = time.monotonic()
 
     def _reprobe_member_code(self) -> None:
@@ -1324,6 +1330,7 @@ class HazelcastBackend(ChangeLogBackend):
             self._reprobing.release()
             return
         self._reprobe_at = None
+        self._reprobes_left -= 1
         self.member_reprobes += 1
 
         def answered(reply: Any) -> None:

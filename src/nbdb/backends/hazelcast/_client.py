@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 __all__ = [
     "DEFAULT_GROUP_COMMIT",
     "DEFAULT_HISTORY",
+    "DEFAULT_MEMBER_PROBES",
     "DEFAULT_PORT",
     "ERRORS",
     "HazelcastConfig",
@@ -41,6 +42,9 @@ T = TypeVar("T")
 DEFAULT_PORT = 5701
 DEFAULT_HISTORY = 10_000
 DEFAULT_GROUP_COMMIT = 32
+DEFAULT_MEMBER_PROBES = 7
+"""Probes of the members' code in the window a connect or a membership change opens, at most (the connect's probe or
+one at once, then 1, 3, 7, 15, 31, 63 s after): main's window."""
 RECONNECT_MAX_BACKOFF = 1.0
 """Seconds, at most, between two attempts of a client to reach its cluster again after losing it."""
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
@@ -55,6 +59,7 @@ _OPTIONS = frozenset(
         "smart_routing",
         "group_commit",
         "member_commit",
+        "member_probes",
     }
     | {"retries", "retry_backoff", "retry_deadline"}
     | {"username", "password", "ssl", "tls", "ssl_cafile", "ssl_certfile", "ssl_keyfile"}
@@ -86,6 +91,10 @@ class HazelcastConfig:
     group_commit: int
     member_commit: bool
     """Commit with nbdb's member-side task when the members have it (one round trip a commit)."""
+    member_probes: int
+    """While member commits are off, how many probes the window after a connect or a membership change sends at most
+    (0: no timed re-probes and no membership listener, the connect's probe only, besides the one a refused or handed
+    back task sends; see ``HazelcastBackend._reprobe_member_code``)."""
     retry: RetryPolicy
 
     @property
@@ -138,6 +147,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> HazelcastConfig:
         smart_routing=opts.flag("smart_routing", True),
         group_commit=opts.integer("group_commit", DEFAULT_GROUP_COMMIT, minimum=0),
         member_commit=opts.flag("member_commit", True),
+        member_probes=opts.integer("member_probes", DEFAULT_MEMBER_PROBES, minimum=0),
         retry=opts.retry_policy(RetryPolicy(attempts=6, backoff=0.02, max_backoff=1.0, deadline=timeout)),
     )
 

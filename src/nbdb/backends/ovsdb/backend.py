@@ -104,7 +104,9 @@ class _Driver:
             loading.wait(self.target.timeout)
         topics = scope.topics
         filtered = topics is not None and None not in topics
-        replica = Replica(self.mapping, self.versions, self.target.namespace, self.clock, filtered=filtered)
+        replica = Replica(
+            self.mapping, self.versions, self.target.namespace, self.clock, filtered=filtered, topics=topics
+        )
         try:
             for db in self.mapping.databases():
                 self.sessions[db].follow(replica, scope)

@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -294,6 +294,12 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         """This writer's settled ledger marks (see :func:`.planner._plan_ledger`)."""
         return LedgerBook()
 
+    @functools.cached_property
+    def _ledger_drop(self) -> Callable[[], Sequence[str]]:
+        """``self._ledger.droppable``, bound once: every commit hands it to the planner, which asks it only
+        of a commit that writes a ledger mark (none of rows with ``external_ids``)."""
+        return self._ledger.droppable
+
     def _select_ledger(self, plan: Plan) -> dict[str, str]:
         """The ``external_ids`` of the ledger row of ``plan`` as the server holds it ({}: no row)."""
         assert plan.ledger is not None
@@ -359,7 +365,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     with replica.cond, bulk():
                         plan = plan_commit(
                             self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
-                            ledger_drop=self._ledger.droppable,
+                            ledger_drop=self._ledger_drop,
                         )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
@@ -535,7 +541,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         is waited for up to ``_FENCED_GRACE`` first, less than a sync's round
         trip costs; the sync decides if it does not come.
         """
-        self._marks.settled(plan.marks, plan.dropped)
+        if plan.marks or plan.dropped:
+            self._marks.settled(plan.marks, plan.dropped)  # (a lock taken for nothing on every other commit)
         if plan.ledger is not None:
             self._ledger.settled(plan.ledger[1], plan.ledger_dropped, lambda: self._select_ledger(plan))
         replica = self.replica
@@ -547,13 +554,20 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 if passed or reflects(plan, replica):
                     undone = passed and not reflects(plan, replica)
                     if not undone:
-                        revision = max((replica.changed(*key) for key in plan.keys), default=0)
+                        keys = plan.keys
+                        # (One row, nearly always: its change, without a generator and max().)
+                        revision = (
+                            replica.changed(*keys[0])
+                            if len(keys) == 1
+                            else max((replica.changed(*key) for key in keys), default=0)
+                        )
                     else:
                         # Undone by another writer since: its rows' last change is that writer's, later than
                         # this commit. Stamped with that, a cache standing there without the object took the
                         # write for lost, and a watch from it never delivered the undoing change.
                         # Rows of it no revision showed (a relay merged their writes with another writer's
-                        # delete) are told as a merged catch-up, even when a revision showed the others.
+                        # delete, or their delete with its creation again) are told as a merged catch-up, even
+                        # when a revision showed the others.
                         revision, unseen = shown_at(plan, replica)
                         if synced and unseen:
                             revision = self._merged_away(plan, unseen)
@@ -569,7 +583,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         _written_stamp(plan) if plan.bare else int(plan.token, 16)
                     )  # (no call: an ordinary commit)
                     stamp = Revision(revision or replica.revision, self.clock, written)
-                    result = CommitResult(stamp, versions, frozenset(plan.skipped))
+                    result = CommitResult(stamp, versions, frozenset(plan.skipped) if plan.skipped else _NONE_SKIPPED)
                     if not undone:
                         return result
                     break
@@ -581,9 +595,32 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # It landed all the same: the replica shows it, or what came after, once reconnected.
                 log.warning("ovsdb: could not confirm that this client's monitor passed a commit: %s", exc)
         replica.hand_over_now()  # what _merged_away recorded, if anything (not under cond)
+        if synced:
+            self._merged_away_scoped(plan, replica)
         return result
 
-    def _merged_away(self, plan: Plan, unseen: Collection[tuple[str, int]]) -> int:
+    def _merged_away_scoped(self, plan: Plan, main: Replica) -> None:
+        """Tell each other replica (a cache or watch of some tables or topics) of the undone commit's rows it
+        never showed, as :meth:`_merged_away` told the main one (called after it: later revisions than the
+        result's). The same merged update never showed them the commit either, and a watch of the commit's
+        topic from its result went on without hearing its object was gone (or back)."""
+        for replica in self._replicas():
+            if replica is main:
+                continue
+            with replica.cond:
+                unseen = shown_at(plan, replica)[1]
+                topics = replica.topics
+                if topics is not None:
+                    # A put row of another topic never reaches it: not unseen, unfollowed (held ones are followed).
+                    unseen = frozenset(
+                        key for key in unseen if key not in plan.written or plan.written[key].doc.topic in topics
+                    )
+                if not unseen:
+                    continue
+                self._merged_away(plan, unseen, replica)
+            replica.hand_over_now()
+
+    def _merged_away(self, plan: Plan, unseen: Collection[tuple[str, int]], replica: Replica | None = None) -> int:
         """The revision to stamp a commit with whose rows ``unseen`` no revision of the replica showed (under ``cond``).
 
         Their update was merged with the one of another writer's change that undid them (a relay, a busy
@@ -591,10 +628,13 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         at a new revision, and this is the one before it (a watch from it stops there and lists again; a
         cache stands past it, never exactly at it without the object: the store did not go back in
         time). Stamped at a revision that showed the commit's other rows, a cache standing there without
-        an unseen row took its write for lost, and a watch from it never heard the row was gone.
+        an unseen row took its write for lost, and a watch from it never heard the row was gone. A row
+        the commit deleted and the replica holds again (created again under its id) is told as it is
+        now: stamped after that, a watch from the result never heard it was back. ``replica``: another than
+        the main one (see :meth:`_merged_away_scoped`).
         """
-        replica = self.replica
-        rows = []
+        replica = self.replica if replica is None else replica
+        rows: list[tuple[Record | None, Record | None]] = []
         for key, written in plan.written.items():
             if key not in unseen:
                 continue
@@ -602,6 +642,9 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             doc = written.doc
             record = Record(table, id, doc.topic, plan.puts[key], doc.data, None, plan.stamp_of(key))
             rows.append((record, replica.record(table, id)))
+        for key in sorted(unseen - plan.written.keys()):
+            # A row it deleted, held again: another writer created it again, merged with the delete.
+            rows.append((None, replica.record(key[0], uuid.UUID(int=key[1]))))
         before = replica.revision
         replica.merged_away(rows)
         log.info("ovsdb: a commit came and went unseen (merged with another writer's change): told as a catch-up")
@@ -780,6 +823,10 @@ def _refused_unique(failure: results.OperationError, kind: str) -> bool:
     if isinstance(failure, results.ConstraintViolation):
         return failure.unique_index
     return isinstance(failure, results.TimedOut) and kind == "unique"
+
+
+_NONE_SKIPPED: frozenset[int] = frozenset()
+"""A result's ``skipped`` when its commit skipped nothing (every commit nearly): one shared empty set."""
 
 
 def _written_stamp(plan: Plan) -> int:

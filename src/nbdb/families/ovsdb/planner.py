@@ -120,6 +120,8 @@ class Plan:
     ledger: tuple[str, str, str] | None = None
     """(table, mark, stamp) of the commit's mark in the database's one-row configuration table
     (``NB_Global.external_ids``), when no row it writes can hold its token (see :func:`_plan_ledger`)."""
+    base: int = 0
+    """The replica's revision when the commit was planned: no change at or before it shows the commit."""
     settled: bool = False
     """Its reply was lost and it was settled as landed, from a replica synced after it (:func:`.settle.reflects`)."""
     ledger_dropped: Sequence[str] = ()
@@ -288,8 +290,12 @@ def _gains_first(item: tuple[_MemberKey, Any]) -> bool:
     return item[0][3] != "insert"
 
 
-def _current(replica: Replica, op: WriteOp) -> Record | None:
-    """The stored record ``op`` applies to, checked against what ``op`` expects (the shared rules)."""
+def _current(replica: Replica, op: WriteOp, bare: bool) -> Record | None:
+    """The stored record ``op`` applies to, checked against what ``op`` expects (the shared rules).
+
+    ``bare``: its table has no ``external_ids`` (its rows' stamps are their contents'), told by the table's
+    map: a row of any other table holds a commit token or none (below :data:`.rows.CONTENT_STAMP`).
+    """
     key = (op.table, op.id)
     record = replica.record(op.table, op.id)
     if isinstance(op, Put) and op.expect_version == 0:
@@ -302,7 +308,8 @@ def _current(replica: Replica, op: WriteOp) -> Record | None:
         raise rules.not_found(key)
     written = op.expect_written
     if (
-        written is not None
+        bare
+        and written is not None
         and type(written) is not Revision
         and record.written is not None
         and record.written >= CONTENT_STAMP
@@ -392,8 +399,7 @@ def plan_commit(
         deleted = {(t, i.int): (t, i) for t, i in shape.deleted}
         created = {(t, i.int) for t, i in shape.created}
         mortal = {(op.table, op.id.int) for op in ops if isinstance(op, Put) and op.ttl is not None}
-    plan = Plan(db, token, replica.namespace)
-    bare = 0  # puts of rows without external_ids: they keep no token
+    plan = Plan(db, token, replica.namespace, base=replica.revision)
     now = time.time() if now is None else now
     book = MarkBook() if book is None else book
     stages = _Stages()
@@ -416,7 +422,8 @@ def plan_commit(
             op = op.rebase(record)  # a compare-and-swap of the change applied to the stored object
         if isinstance(op, Put) and op.ttl is not None and op.expect_version != 0:
             raise errors.ValidationError(f"{op.table} {op.id}: a ttl is given when an object is created")
-        record = _current(replica, op)
+        bare = tm.external_ids is None
+        record = _current(replica, op, bare)
         if record is None and isinstance(op, Delete):
             plan.skipped.add(index)  # delete if_exists of a record that is gone: nothing to do
             plan.versions.append(0)
@@ -437,14 +444,14 @@ def plan_commit(
         if isinstance(op, Put):
             # Never 2**63 or more, which no read takes back (CorruptRecordError: see next_version).
             version = 1 if record is None else next_version(op.table, op.id, record.version)
-            refs = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1])
-            if record is not None and plan.unchanged and ikey in plan.unchanged:
-                version = record.version
+            refs = _plan_put(plan, stages, tm, op, row, old_parents, version, now, book, where[0][2][1], bare)
+            if bare:
+                plan.bare += 1
+                if record is not None and ikey in plan.unchanged:
+                    version = record.version
             new_refs[ikey] = (key, refs)
             _plan_unique(plan, stages, tm, op, held)
             plan.puts[ikey] = version
-            if tm.external_ids is None:
-                bare += 1
             plan.versions.append(version)
         else:
             _plan_delete(plan, stages, mapping, tm, op, old_parents, row, deleted)
@@ -461,8 +468,8 @@ def plan_commit(
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
         _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
-    plan.bare = bare
-    if bare and not plan.marks and bare == len(plan.puts) and len(plan.unchanged) < bare:
+    puts_bare = plan.bare  # (0 for every commit of rows with external_ids: nothing below is asked then)
+    if puts_bare and not plan.marks and puts_bare == len(plan.puts) and len(plan.unchanged) < puts_bare:
         # (Unless every put changes nothing: a no-op writes nothing, not even a mark.)
         _plan_ledger(plan, stages, mapping, db, now, ledger_drop)
     try:
@@ -533,10 +540,11 @@ def _plan_put(
     version: int,
     now: float,
     book: MarkBook,
-    id_text: str | None = None,
+    id_text: str,
+    bare: bool,
 ) -> frozenset[RefKey]:
-    """The operations of a put; the references of its row as written. ``id_text``: ``str(op.id)``, made already."""
-    id_text = uuid_text(op.id) if id_text is None else id_text
+    """The operations of a put; the references of its row as written. ``id_text``: ``str(op.id)``, made already;
+    ``bare``: ``tm`` has no ``external_ids`` (told once by the caller, from the table's map)."""
     try:
         doc = _loads(op.data)
     except ValueError:
@@ -545,7 +553,6 @@ def _plan_put(
         raise errors.ValidationError(f"{op.table} {op.id}: record is not a JSON object")
     new = new_row(tm, doc)
     cells, wire, ext, parents, values = new
-    bare = tm.external_ids is None
     if bare:
         _check_bare(tm, op, plan.namespace)
     if op.topic is not None:

@@ -344,10 +344,13 @@ class Replica:
         clock: RevisionClock | None = None,
         history: int = HISTORY,
         filtered: bool = False,
+        topics: Collection[str | None] | None = None,
     ) -> None:
         """``filtered``: the server sends the rows of some topics only, parents included, so a child
-        may be held by a parent row this replica never sees (see :func:`_hinted_parents`)."""
+        may be held by a parent row this replica never sees (see :func:`_hinted_parents`). ``topics``:
+        the topics it follows (None: all)."""
         self.mapping = mapping
+        self.topics = None if topics is None else frozenset(topics)
         self.versions = versions
         self.namespace = namespace
         self.clock = clock or RevisionClock()
@@ -611,30 +614,34 @@ class Replica:
         if self._carrying:
             self._drop_values()
 
-    def merged_away(self, rows: Sequence[tuple[Record, Record | None]]) -> int:
+    def merged_away(self, rows: Sequence[tuple[Record | None, Record | None]]) -> int:
         """Record, at a new revision, that a commit this replica never showed came and went (call under ``cond``).
 
-        ``rows``: each row of the commit as it wrote it, and as the replica shows it now (None:
-        gone). A relay (or a busy connection) merged the commit with another writer's change that
-        undid it into one update, or none: no revision here shows the commit, and nothing would
-        ever tell a watch or cache from the commit's result that its rows are not as written.
-        Recorded as a merged catch-up (``synthetic``, what it is): a watch from before it stops
-        with HistoryGoneError and lists again (it learns the object is gone), a cache applies it
-        as the events of a re-list (a deletion of an object it never held is nothing), and both
-        stand past the revision before it, which the caller stamps the commit's result with.
+        ``rows``: each row of the commit as it wrote it (None: deleted), and as the replica shows it
+        now (None: gone). A relay (or a busy connection) merged the commit with another writer's
+        change that undid it into one update, or none: no revision here shows the commit, and nothing
+        would ever tell a watch or cache from the commit's result that its rows are not as written
+        (gone, or back). Recorded as a merged catch-up (``synthetic``, what it is): a watch from
+        before it stops with HistoryGoneError and lists again (it learns the object is gone, or
+        there), a cache applies it as the events of a re-list (a deletion of an object it never
+        held is nothing), and both stand past the revision before it, which the caller stamps the
+        commit's result with.
         Returns the new revision; the changes are handed to the sinks by :meth:`hand_over_now`.
         """
         revision = self.clock.tick()
         out = []
         for written, now in rows:
-            key = (written.table, written.id.int)
+            row = now if written is None else written
+            if row is None:
+                continue
+            key = (row.table, row.id.int)
             if now is None:
                 gone = self._gone_at
                 gone.pop(key, None)
                 gone[key] = revision
             else:
                 self.changed_at[key] = revision
-            out.append(RecordChange(written.table, written.id, written.topic, written, now, revision, True))
+            out.append(RecordChange(row.table, row.id, row.topic, written, now, revision, True))
         self.revision = revision
         self.history.extend(out)
         while len(self.history) > self.history_limit:

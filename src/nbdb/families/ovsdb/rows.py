@@ -567,9 +567,22 @@ def new_token() -> str:
 
 
 def push_window(text: str | None, token: str, version: int) -> str:
-    """``nbdb:txn`` after a write of ``version`` by the commit ``token``."""
-    pairs = [(token, version), *parse_window(text)][:WINDOW]
-    return " ".join(f"{t}@{v}" for t, v in pairs)
+    """``nbdb:txn`` after a write of ``version`` by the commit ``token``.
+
+    ``" ".join(f"{t}@{v}" for t, v in [(token, version), *parse_window(text)][:WINDOW])``, reading no
+    entry past the last one kept (an update's window is full: its oldest entry was parsed for nothing).
+    """
+    out = [f"{token}@{version}"]
+    for item in (text or "").split():
+        old, _, number = item.partition("@")
+        # As parse_window reads an entry (see there).
+        if old and number.isascii() and number.isdigit() and len(number) <= 19:
+            value = int(number)
+            if value < VERSION_LIMIT:
+                out.append(f"{old}@{value}")
+                if len(out) == WINDOW:
+                    break
+    return " ".join(out)
 
 
 def _json_or_text(text: str) -> Any:

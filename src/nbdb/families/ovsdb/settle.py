@@ -86,6 +86,14 @@ def _not_past(tm: TableMap, row: Mapping[str, Any], expected: dict[str, Any]) ->
     return written_version(row.get(EXTERNAL_IDS) or {}) < planned
 
 
+def _continues(row: Mapping[str, Any], expected: dict[str, Any]) -> bool:
+    """Whether ``row`` is the one a delete read, changed since (never deleted): its ``nbdb:txn`` window still holds
+    the newest write of the row the delete was planned against. Every nbdb write pushes its own entry on the
+    window and keeps the others (up to its capacity); a row created again under the id starts one of its own."""
+    read = parse_window(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]).get(EXT_TXN))
+    return bool(read) and read[0] in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN))
+
+
 def _marked(plan: Plan, row: Mapping[str, Any] | None, key: RefKey) -> bool:
     """Whether ``row`` bears the mark of the plan's mutation of ``key``."""
     mark, stamp = plan.marks[key]
@@ -139,9 +147,19 @@ def reflects(plan: Plan, replica: Replica) -> bool:
                 return False
         else:
             ext = row.get(EXTERNAL_IDS) or {}
-            if (plan.token, version) not in parse_window(ext.get(EXT_TXN)) and written_version(ext) <= version:
+            txn = ext.get(EXT_TXN) or ""
+            if _newest_is(txn, plan.token, version):
+                continue  # (nearly always: the row as this commit wrote it, its entry first)
+            if (plan.token, version) not in parse_window(txn) and written_version(ext) <= version:
                 return False
     return True
+
+
+def _newest_is(txn: str, token: str, version: int) -> bool:
+    """Whether the first entry of the ``nbdb:txn`` value ``txn`` is ``token@version`` (then :func:`.rows.parse_window`
+    holds that pair: a token nbdb made and a version it wrote read back as themselves), without parsing the rest."""
+    head = f"{token}@{version}"
+    return bool(token) and txn.startswith(head) and txn[len(head) : len(head) + 1] in ("", " ")
 
 
 def settle(plan: Plan, replica: Replica, resend: bool = True, unmarked: bool = False) -> Outcome:
@@ -153,7 +171,11 @@ def settle(plan: Plan, replica: Replica, resend: bool = True, unmarked: bool = F
     landed *in this replica*: PENDING, and re-sending the same plan is safe
     (every copy waits for that same content, so at most one lands). Through
     a relay the replica may lag the leader, so the caller settles again,
-    never plans anew, when such a copy is refused.
+    never plans anew, when such a copy is refused. A deleted row shown at
+    another version is NOT_LANDED only while its token window still holds
+    the write the delete read (:func:`_continues`), or, a row without
+    ``external_ids``, when the ledger mark is absent; otherwise it may be a
+    row created again after the delete landed: UNKNOWN.
 
     ``resend``: the commit may be planned again under its token (not a fenced one, whose lock's
     connection was its lease). Only then does a column a mutation writes whole, shown changed with
@@ -187,8 +209,14 @@ def settle(plan: Plan, replica: Replica, resend: bool = True, unmarked: bool = F
             votes.append(Outcome.UNKNOWN)
         elif _not_past(tm, row, expected):
             votes.append(Outcome.PENDING)
-        else:
+        elif unmarked if tm.external_ids is None else _continues(row, expected):
             votes.append(Outcome.NOT_LANDED)
+        else:
+            # A row of another version whose token window no longer holds the write the delete read (or a
+            # row without external_ids, keeping none, whose commit's ledger mark did not say): created again
+            # under its id since, or rewritten past it, it cannot be told from the row read changed: the delete
+            # may have landed before it came back (never a guessed conflict).
+            votes.append(Outcome.UNKNOWN)
     for outcome in (Outcome.LANDED, Outcome.NOT_LANDED, Outcome.PENDING):
         if outcome in votes:
             return outcome
@@ -203,38 +231,51 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
     at that revision without the object took the write for lost (the store "went back in time"), and a
     watch from it never delivered the undoing change. The commit's own change is the one of a row it
     put carrying its token (unique to it); a commit that only deletes is shown by the latest deletion
-    of one of its rows, which precedes the row's creation again that undid it (``reflects`` is False).
-    Read from the kept history, newest first: only such a commit pays for it. Revision 0 when the
-    history no longer holds it, or a relay or a busy connection merged the commit and the undoing
-    change into one update (or none): then no revision of this replica shows the commit at all.
+    of one of its rows after it was planned, which precedes the row's creation again that undid it
+    (``reflects`` is False). Read from the kept history, newest first, back to the plan's revision: only
+    such a commit pays for it. Revision 0 when the history no longer holds it, or a relay or a busy
+    connection merged the commit and the undoing change into one update (or none): then no revision of
+    this replica shows the commit at all.
 
-    The rows never shown: the ones the commit wrote that no kept change shows with its token and the
-    replica does not hold as written either. A relay may merge the commit with another writer's delete
-    of just one of its rows: the revision found shows the others only, and the caller must still tell
-    of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result calls it lost.
+    The rows never shown: the ones the commit wrote that no kept change shows with its token and the replica
+    does not hold as written either, and the ones it deleted that the replica holds again with no kept
+    change after the plan showing them gone or created (another writer created them again under the same id,
+    merged with the delete into a change of content, or none; a replica that never held such a row before
+    the delete, of another topic or opened after it, shows its creation). A relay may merge the commit with
+    another writer's change of just one of its rows: the revision found shows the others only, and the
+    caller must still tell of that row (``OvsdbFamilyBackend._merged_away``), or a cache from the result
+    calls it lost, and a watch from it never hears the row was gone, or is back.
     """
     puts = plan.puts
     keys = {(table, id.int) for table, id in plan.keys if not (plan.marks and (table, id) in plan.marks)}
     unseen = {key for key in plan.written if key in keys}
     # Each row shows the commit by its stamp: the token, or a row without external_ids its content's.
     stamps = {key: plan.stamp_of(key) for key in unseen}
+    records = replica.records
+    back = {key for key in keys if key not in puts and key in records}
     revision = 0
+    base = plan.base
     for change in reversed(replica.history):
+        if change.revision <= base:
+            break  # planned after it: no change this old shows the commit
         key = (change.table, change.id.int)
         if key not in keys:
             continue
         new = change.new
-        if puts:
-            if new is not None and key in puts and new.written == stamps.get(key):
-                revision = revision or change.revision
-                unseen.discard(key)
-                if not unseen:
-                    break
-        elif new is None:
-            revision = change.revision
+        if key not in puts and (new is None or change.old is None):
+            # Shown gone, or shown created again (a replica of another topic, or opened after the delete,
+            # never held it before): nothing of the delete was merged away here.
+            back.discard(key)
+        if new is None:
+            if not (puts or revision):
+                revision = change.revision
+        elif key in puts and new.written == stamps.get(key):
+            revision = revision or change.revision
+            unseen.discard(key)
+        if revision and not unseen and not back:
             break
     for key in list(unseen):
         record = replica.record(key[0], uuid.UUID(int=key[1]))
         if record is not None and record.written == stamps[key]:
             unseen.discard(key)
-    return revision, frozenset(unseen)
+    return revision, frozenset(unseen | back)
