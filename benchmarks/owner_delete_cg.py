@@ -1,12 +1,14 @@
-"""Instructions per plain delete of an owner and of a non-owner, two checkouts in turns, under callgrind.
+"""Instructions per delete of an owner and of a non-owner, plain and queued, two checkouts in turns, under callgrind.
 
 An owner (a table some model is owned by, ``nbdb_owned_by``): a meter with two bands, which a plain
 delete takes along; and a switch that owns nothing (a switch owns its forwarding groups: its delete walks
-them, and finds none). A non-owner: a port in no port group (its delete plans nothing). On ``memory://``
-and a fresh ``sqlite://`` file (``?synchronous=normal``); the objects are made outside collection, and a
-full collection runs before each phase (one phase's garbage is not collected in the next one's count), and
-five of each kind are deleted before (a Database orders an owner's delete by what its last delete of that
-table found: the phases count the deletes that follow)::
+them, and finds none). A non-owner: a port in no port group (its delete plans nothing). Then the same
+meter's delete queued alone in a ``transaction()``, and a port in a port group of its own (a weak
+referrer the delete drops from the group). On ``memory://`` and a fresh ``sqlite://`` file
+(``?synchronous=normal``); the objects are made outside collection, and a full collection runs before
+each phase (one phase's garbage is not collected in the next one's count), and five of each kind are
+deleted before (a Database orders a delete that plans by what its last delete of that table took along:
+the phases count the deletes that follow)::
 
     python benchmarks/owner_delete_cg.py --a /work/main/src --b src --rounds 2
 """
@@ -21,7 +23,7 @@ import nbdb
 from nbdb.bench.data import make_port
 from nbdb.bench.workloads.common import populate
 from nbdb.models import LogicalSwitch
-from nbdb.models.ovn import Meter, MeterBand, MeterUnit
+from nbdb.models.ovn import Meter, MeterBand, MeterUnit, PortGroup
 
 count, path = int(sys.argv[1]), sys.argv[2]
 names = iter(range(10**9))
@@ -55,9 +57,31 @@ for url in ("memory://", "sqlite://" + path + "?synchronous=normal"):
         bare = [db.create(LogicalSwitch(name=f"s{next(names)}")) for _ in range(count)]
         gc.collect()
         operator.call(lambda: [db.delete(s) for s in bare])
+        def delete_queued(obj):
+            with db.transaction() as t:
+                t.delete(obj)
+        for m in meters(db, 5):
+            delete_queued(m)
+        owners = meters(db, count)
+        gc.collect()
+        operator.call(lambda: [delete_queued(m) for m in owners])
+        def grouped(n):
+            made = [db.create(make_port(switch, next(names))) for _ in range(n)]
+            for p in made:
+                db.create(PortGroup(name=f"pg{next(names)}", ports=[p.id]))
+            return made
+        for p in grouped(5):
+            db.delete(p)
+        ports = grouped(count)
+        gc.collect()
+        operator.call(lambda: [db.delete(p) for p in ports])
 """
 
-PHASES = tuple(f"{store} {what} delete" for store in ("memory", "sqlite") for what in ("meter", "port", "bare switch"))
+PHASES = tuple(
+    f"{store} {what} delete"
+    for store in ("memory", "sqlite")
+    for what in ("meter", "port", "bare switch", "meter txn", "grouped port")
+)
 
 
 def main() -> None:

@@ -27,7 +27,17 @@ from uuid import UUID
 from nbdb import errors, page_token
 from nbdb.cache import EXITING, Cache, Replica, SharedCache, Subscriber
 from nbdb.capabilities import Atomicity, Capabilities, Expiry
-from nbdb.cascade import AFRESH, Known, cascade_ops, drops_of, plain_delete_plans, read_refusal, walk_deletes
+from nbdb.cascade import (
+    AFRESH,
+    Known,
+    cascade_ops,
+    drops_of,
+    learn_order,
+    plain_delete_plans,
+    read_refusal,
+    store_decides,
+    walk_deletes,
+)
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
     CommitContext,
@@ -391,11 +401,6 @@ class Database:
         (BackendUnavailableError), on every backend (see :meth:`nbdb.spi.Backend.lock`)."""
         self._context = CommitContext(backend)
         """Checks, the commit seam and revision stamps: shared with every Transaction of this Database."""
-        self._owner_walks: dict[str, bool] = {}
-        """Per owner table (``nbdb_owned_by``): whether the last plain delete of one of its rows that
-        committed took something along or dropped a weak reference (absent: not yet known). It orders a
-        plain delete's work only (see :meth:`delete`): walk first, or the delete alone first. Written
-        without a lock: a bool per table, any thread's last word as good as another's."""
         self._hub: WatchHub | None = None
         self._hub_lock = threading.Lock()
         self._holding = threading.local()
@@ -673,19 +678,19 @@ class Database:
         root = (op.table, op.id)
         last: errors.NbdbError | None = None  # why the last plan was dropped: the cause of giving up
         refused: frozenset[tuple[str, UUID]] | None = None  # the plan a ReferenceError refused last
-        # A plain delete plans too when a weak reference can point to its table (see weak_drops), but
-        # only once the store refused it for a referrer: most targets (a port in no port group) have
-        # none, and their delete stays one request, without reading the referrers first. An owner's
-        # (a meter, whose bands always hold it) plans at once: sent alone it was refused for the objects
-        # it takes along, and committed a second time. But not when this table's last delete took
-        # nothing along (a bare switch, the common delete: Neutron deletes a network's ports first):
-        # the walk would list its referrers to find none, so it goes alone first, as any other. Which
-        # comes first is all the hint decides: a lone delete refused plans as before, a walk finding
-        # nothing commits the delete alone, and both end in the same outcome.
-        planned, plan_now = (True, True) if cascade else plain_delete_plans(op.table)
-        walks: bool | None = None  # an owner's: whether it walks first (its table's last took something)
-        if plan_now and not cascade:
-            walks = plan_now = self._owner_walks.get(op.table, True)
+        # A plain delete plans too when a weak reference can point to its table, or a model is owned by it
+        # (see weak_drops): the walk lists the referrers and plans the drops and the objects it takes along.
+        # It walks before its first commit when this table's last delete took something along (a meter's
+        # bands always hold it: an owner's walks before the first too), else it goes alone first and plans
+        # once refused: most targets (a port in no port group, a bare switch) have none, and their delete
+        # stays one request without listing the referrers first. Which comes first is all the hint decides
+        # (plain_delete_plans, the rule a transaction's deletes follow too): a lone delete refused plans as
+        # before, a walk finding nothing commits the delete alone, and both end in the same outcome.
+        if cascade:
+            planned = plan_now = True
+        else:
+            planned, plan_now = plain_delete_plans(op.table, self._context.delete_order)
+        walks = plan_now  # whether it walked first (what it took is learned unless cascade)
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
         seen: dict[RefKey, Model] | None = None  # the referrers the last try's walk read (see read_refusal)
@@ -705,16 +710,13 @@ class Database:
                             ops += drops_of(walk, frozenset())
                             seen = {**walk.referrers, **walk.owned}
                 except errors.CorruptRecordError as corrupt:
-                    # A plain delete the store refused for a referrer its walk cannot read (another writer
-                    # corrupted it): whether that referrer is owned or weak cannot be told, and it still
-                    # holds the target, so the store's refusal stands (a cascade reports the record).
-                    # An owner's planned before any refusal goes alone: the store's verdict decides.
-                    if not cascade and last is None:
-                        ops = [op]
-                    elif cascade or not isinstance(last, errors.ReferenceError):
+                    # A referrer its walk cannot read (another writer corrupted it): an owner's delete
+                    # planned before any refusal goes alone, and a refusal stands (store_decides; a
+                    # cascade reports the record, and so does a plan made again after a conflict).
+                    if cascade or (last is not None and not isinstance(last, errors.ReferenceError)):
                         raise
-                    else:
-                        raise last from corrupt
+                    store_decides(corrupt, last)
+                    ops = [op]
                 known = None
                 result, revision = self._context.commit(ops, fence)
             except errors.ReferenceError as exc:
@@ -764,8 +766,9 @@ class Database:
                 last = exc
                 log.debug("delete: dependent %s of %s %s changed meanwhile; planning the cascade again", exc.key, *root)
             else:
-                if walks is not None and walks != (len(ops) > 1):  # written when it changes only
-                    self._owner_walks[op.table] = not walks
+                # (A lone delete that went alone first took nothing along: nothing to learn, no call.)
+                if plan_now and not cascade and walks != (len(ops) > 1):
+                    learn_order(self._context.delete_order, op.table, walks, len(ops) > 1)
                 return None if 0 in result.skipped else revision
         raise errors.ConflictError(
             f"{op.table} {op.id}: its dependents kept changing; nothing was deleted", key=root

@@ -31,12 +31,17 @@ from nbdb.writes import delete_of, put_of
 
 __all__ = [
     "AFRESH",
+    "ALONE_FIRST",
+    "WALK_FIRST",
     "Walk",
     "cascade_ops",
     "drops_of",
+    "learn_order",
     "owns",
     "plain_delete_plans",
     "read_refusal",
+    "store_decides",
+    "took_along",
     "walk_deletes",
     "weak_drops",
     "weakly_referenced",
@@ -67,7 +72,7 @@ def _planned() -> tuple[frozenset[str], frozenset[str], dict[str, tuple[bool, bo
         owners = frozenset(
             spec.target for model in all_models() for spec in model.nbdb_references if _owning(model, spec)
         )
-        plans = {table: (True, table in owners) for table in weak | owners}
+        plans = {table: WALK_FIRST if table in owners else ALONE_FIRST for table in weak | owners}
         _planned_targets = (now, weak, owners, plans)
     return weak, owners, plans
 
@@ -96,16 +101,69 @@ def weakly_referenced(table: str) -> bool:
     return table in weak or table in owners
 
 
-def plain_delete_plans(table: str) -> tuple[bool, bool]:
-    """Whether a plain delete of a row of ``table`` plans (:func:`weakly_referenced`), and whether it plans
-    before the store sees it: an owner's does (:func:`owns`; a meter's bands always hold it), as sent alone it
-    would be refused for the objects it takes along, and committed again; another's plans once refused only
-    (most have no weak referrer: a port in no port group), staying one request without a read first.
+def plain_delete_plans(table: str, last: Mapping[str, tuple[bool, bool]]) -> tuple[bool, bool]:
+    """Whether a delete of a row of ``table`` (a plain one, or one queued in a transaction) plans
+    (:func:`weakly_referenced`), and whether it walks before the store sees it (its plan's first try).
+
+    The rule both kinds of delete follow, one hint per table: ``last`` (kept by the Database, written with
+    :func:`learn_order`) holds :data:`WALK_FIRST` if the last delete of that table that committed took
+    something along or dropped a weak reference, :data:`ALONE_FIRST` if it did neither. Before any (absent),
+    an owner's walks (:func:`owns`: a meter's bands always hold it; sent alone it would be refused for the
+    objects it takes along, and committed again), another's goes alone, planned once refused only (most
+    have no weak referrer: a port in no port group), staying one request without a read first. Which comes
+    first is all the hint decides: a lone delete refused plans, a walk finding nothing commits the delete
+    alone, and both end alike.
     """
     generation, _, _, plans = _planned_targets
     if generation != registry_generation():
         plans = _planned()[2]
-    return plans.get(table, _NO_PLAN)
+    plan = plans.get(table, _NO_PLAN)
+    if plan is _NO_PLAN:
+        return plan  # (most tables: no hint to ask)
+    return last.get(table, plan)
+
+
+def store_decides(corrupt: errors.CorruptRecordError, refusal: errors.NbdbError | None) -> None:
+    """The rule for a delete's walk (a plain delete's, or a transaction's deletes', never a cascade's) that read
+    a referrer another writer corrupted: whether that one is owned or weak cannot be told, and it still holds
+    the target. Before the store saw the deletes (``refusal`` None) this returns: they go alone and the
+    store's verdict decides, as when the hint sends them alone first (so the outcome does not depend on it).
+    Once the store refused them (``refusal``), its refusal stands, raised from ``corrupt``."""
+    if refusal is not None:
+        raise refusal from corrupt
+
+
+WALK_FIRST = (True, True)
+"""A table's hint (:func:`plain_delete_plans`): its last delete took something along; the next walks first."""
+
+ALONE_FIRST = (True, False)
+"""A table's hint (:func:`plain_delete_plans`): its last delete took nothing along; the next goes alone first."""
+
+
+def learn_order(last: dict[str, tuple[bool, bool]], table: str, walked: bool, took: bool) -> None:
+    """Keep in ``last`` what a committed delete of a row of ``table`` that walked first (``walked``) or went
+    alone first took along (``took``), for the next (:func:`plain_delete_plans`); written when it changes only."""
+    if walked != took:
+        last[table] = WALK_FIRST if took else ALONE_FIRST
+
+
+def took_along(walk: Walk, skip: Set[RefKey]) -> frozenset[str]:
+    """The tables of the roots of ``walk`` whose delete takes something along (an object they own) or drops a
+    weak reference to them from a referrer not in ``skip`` (the transaction writes those itself, dropping it
+    without a walk): what a committed plan made from ``walk`` tells :func:`plain_delete_plans`. A referrer
+    holding a root strongly is not counted: the commit went through, so the transaction deletes or moves it."""
+    roots = frozenset(walk.keys)
+    tables = {table for table, _ in roots}
+    found: set[str] = set()
+    for obj, weak_only in (
+        *((obj, False) for obj in walk.owned.values()),
+        *((obj, True) for key, obj in walk.referrers.items() if key not in skip),
+    ):
+        for spec in obj.nbdb_references:
+            if spec.target in tables and spec.target not in found and (spec.weak or not weak_only):
+                if any((spec.target, i) in roots for i in spec.ids(obj)):
+                    found.add(spec.target)
+    return frozenset(found)
 
 
 def owns(table: str) -> bool:
@@ -303,17 +361,20 @@ def walk_deletes(
     roots: Sequence[RefKey],
     known: Known | None = None,
     written: Mapping[RefKey, Model] | None = None,
+    skip: Set[RefKey] = frozenset(),
 ) -> Walk:
     """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
 
-    A transaction walks once the store refused its deletes: the owned objects make its own writes of
-    them deletes (as a plain delete of the owner treats their stored copies, see
-    :class:`nbdb.transaction.Transaction`), and :func:`drops_of` plans its next try from the same reads.
+    A transaction walks before its first try the deletes :func:`plain_delete_plans` says walk first, and
+    every delete once the store refused them: the owned objects make its own writes of them deletes (as a
+    plain delete of the owner treats their stored copies, see :class:`nbdb.transaction.Transaction`), and
+    :func:`drops_of` plans its next try from the same reads.
     ``known``: referrers read already (see :data:`Known`). ``written``: the transaction's own updates, by
     key: an object's owner is the one its written copy names (one it moves to an owner not deleted stays,
-    as ovsdb-server keeps a row another row references after the commit).
+    as ovsdb-server keeps a row another row references after the commit). ``skip``: referrers not read (the
+    transaction writes them itself, see :func:`weak_drops`).
     """
-    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, frozenset(), known, written))
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, skip, known, written))
 
 
 def _owned_and_referrers(
@@ -374,8 +435,8 @@ def weak_drops(
     for the backend to refuse, and so is every referrer that is neither weak nor owned. ``known``:
     referrers read already (see :data:`Known`).
     """
-    keys = tuple((root.table, root.id) for root in roots)
-    return drops_of(Walk(keys, *_owned_and_referrers(backend, keys, skip, known)), frozenset())
+    keys = [(root.table, root.id) for root in roots]
+    return drops_of(walk_deletes(backend, keys, known, skip=skip), frozenset())
 
 
 def drops_of(walk: Walk, skip: Set[RefKey]) -> list[WriteOp]:

@@ -142,7 +142,17 @@ class CommitContext:
     caches' commit-to-applied lag (None without metrics).
     """
 
-    __slots__ = ("_metrics", "_scope", "backend", "closed", "commit_times", "deferred", "store_token", "watermark")
+    __slots__ = (
+        "_metrics",
+        "_scope",
+        "backend",
+        "closed",
+        "commit_times",
+        "deferred",
+        "delete_order",
+        "store_token",
+        "watermark",
+    )
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
@@ -158,6 +168,12 @@ class CommitContext:
         self.watermark: Watermark | None = Watermark() if self._scope is GLOBAL_SCOPE else None
         """The highest revision seen of the store, to tell when it went back in time (one global sequence only:
         per-connection revisions say nothing of the store)."""
+        self.delete_order: dict[str, tuple[bool, bool]] = {}
+        """Per table whose deletes plan (``nbdb.cascade.plain_delete_plans``): whether the last delete of one of
+        its rows through this Database (plain, or queued in a transaction) that committed took something along
+        or dropped a weak reference (absent: not yet known). It orders a delete's work only: walk first, or the
+        delete alone first. Written without a lock: one entry per table, any thread's last word as good as
+        another's."""
 
     # ---------------------------------------------------------------- commits
 

@@ -16,10 +16,13 @@ from nbdb.cascade import (
     Known,
     Walk,
     drops_of,
+    learn_order,
     owns,
+    plain_delete_plans,
     read_refusal,
+    store_decides,
+    took_along,
     walk_deletes,
-    weak_drops,
     weakly_referenced,
     without_weak,
 )
@@ -193,6 +196,8 @@ class Transaction:
         compare-and-swap; ``results`` holds what they stored), as ovsdb-server drops them. The objects
         it owns (``nbdb_owned_by``) go with it, as with a plain delete, and are deleted objects for this
         transaction's own writes too: an update or mutate of one here becomes its delete (result None).
+        Planned before the first commit when a plain delete of it would be (the same rule and per-table
+        hint, :func:`nbdb.cascade.plain_delete_plans`): a meter's delete is one commit with its bands.
         """
         if self._finished is not None:
             self._refuse()
@@ -236,7 +241,25 @@ class Transaction:
         plan_weak = False
         replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
         walked: Walk | None = None  # what the walk for the owned objects read: the next plan's reads
+        planned_from: Walk | None = None  # the walk the last try's drops were planned from (what it took along)
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
+        # The deletes a plain delete of the same rows would walk first (plain_delete_plans: an owner's, a meter
+        # whose bands always hold it, unless its table's last delete took nothing along) walk before the first
+        # try: sent alone, they were refused for the objects they take along and committed a second time.
+        order = context.delete_order
+        tables, first = self._walk_first(order)
+        # Whether an owner's deletes went to the store unwalked (alone first): a refusal the walk would have
+        # spared (a unique value or a version an object they own holds) walks them then, before it stands.
+        unwalked = any(not walks and owns(table) for table, walks in tables.items())
+        if first:
+            try:
+                doomed, walk = self._walk_taking(context.backend, first, doomed, None)
+            except errors.CorruptRecordError as corrupt:
+                store_decides(corrupt, None)  # they go alone: the store's verdict decides, as a plain delete's
+                unwalked = True
+            else:
+                if walk.owned or walk.referrers:  # (else the deletes go alone, as a plain delete's would)
+                    walked, plan_weak = walk, True
         for _attempt in range(_REBASES):
             steps = self._steps
             live: list[_Step | Put] = []
@@ -264,9 +287,10 @@ class Transaction:
                 if replanned is not None:
                     drops, replanned = replanned, None
                 elif walked is not None:
-                    drops, walked = drops_of(walked, own), None
+                    drops, planned_from, walked = drops_of(walked, own), walked, None
                 else:
-                    drops = weak_drops(context.backend, [op for op in ops if isinstance(op, Delete)], own)
+                    planned_from = walk_deletes(context.backend, self._deleted(ops), skip=own)
+                    drops = drops_of(planned_from, frozenset())
                 ops += drops
             results: dict[int, Model] = {}
             """The result of each plain Put whose version is not the planned one, by the Put's id()."""
@@ -335,7 +359,7 @@ class Transaction:
                         # stored copies, lists them again (a group of a switch deleted here that the
                         # transaction moves to another switch goes with it, as when it is refused unnamed).
                         known = None
-                taken = self._take_owned(context.backend, mine, doomed, known)
+                taken, unwalked = self._take_owned(context.backend, mine, doomed, known, exc), False
                 if taken is not None:
                     # Objects the deleted ones own go too: the weak references the transaction's own writes
                     # hold to them are dropped, and its own writes of them become their deletes. The weak
@@ -344,15 +368,16 @@ class Transaction:
                     log.debug("transaction: the objects its deletes own go with them")
                     continue
                 own = {(op.table, op.id) for op in mine}
-                plan = weak_drops(context.backend, [op for op in mine if isinstance(op, Delete)], own, known)
+                try:
+                    planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
+                except errors.CorruptRecordError as corrupt:
+                    store_decides(corrupt, exc)
+                    raise
+                plan = drops_of(planned_from, frozenset())
                 if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
                     raise
                 plan_weak, replanned = True, plan
                 log.debug("transaction: a weak referrer refused its deletes; dropping the references")
-                continue
-            except errors.UniqueViolationError as exc:
-                if not self._settle_existing(live, exc):
-                    raise
                 continue
             except errors.NotFoundError as exc:
                 if self._settle_gone(live, exc):
@@ -362,6 +387,21 @@ class Transaction:
                 log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
                 continue
             except errors.ConflictError as exc:
+                if unwalked:
+                    # The hint sent an owner's deletes alone first, and the store refused the commit for a
+                    # unique value or a version before weighing them: walked first, the objects they own
+                    # went in that commit (freeing a name the transaction creates anew). The hint orders
+                    # the work only: walk them now, as the refusal of a reference does, and try again.
+                    mine = ops[: len(ops) - len(drops)]
+                    taken, unwalked = self._take_owned(context.backend, mine, doomed, None, exc), False
+                    if taken is not None:
+                        (doomed, walked), plan_weak, replanned = taken, True, None
+                        log.debug("transaction: refused before its owner deletes walked; walking them")
+                        continue
+                if isinstance(exc, errors.UniqueViolationError):
+                    if not self._settle_existing(live, exc):
+                        raise
+                    continue
                 if self._settle_existing(live, exc):
                     continue
                 if exc.key is not None and any((op.table, op.id) == exc.key for op in drops):
@@ -373,6 +413,11 @@ class Transaction:
                     raise
                 log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
                 continue
+            if tables:
+                # What each table's deletes took along, for the next delete of its rows (plain or queued).
+                took = took_along(planned_from, own) if plan_weak and planned_from is not None else frozenset()
+                for table, walks in tables.items():
+                    learn_order(order, table, walks, table in took)
             for step in steps if folded else ():
                 if type(step) is _Step and step.onto is not None:
                     step.result = step.onto.result  # folded into its create: what the create stored
@@ -407,22 +452,67 @@ class Transaction:
         self._steps = []
         self._finished = "committed"
 
+    def _walk_first(self, order: dict[str, tuple[bool, bool]]) -> tuple[dict[str, bool], list[RefKey]]:
+        """Each table whose rows this transaction deletes and whose deletes plan, with whether they walk first
+        (:func:`nbdb.cascade.plain_delete_plans`, the plain delete's rule and hint ``order``); the rows of those
+        that do."""
+        asked: dict[str, bool | None] = {}
+        first: list[RefKey] = []
+        for step in self._steps:
+            if type(step) is _Step and type(step.op) is Delete:
+                table = step.op.table
+                if table in asked:
+                    walks = asked[table]
+                else:
+                    planned, walks = plain_delete_plans(table, order)
+                    walks = asked[table] = walks if planned else None
+                if walks:
+                    first.append((table, step.op.id))
+        return {table: walks for table, walks in asked.items() if walks is not None}, first
+
+    @staticmethod
+    def _deleted(ops: Sequence[WriteOp | Mutate]) -> list[RefKey]:
+        """The keys ``ops`` delete."""
+        return [(op.table, op.id) for op in ops if isinstance(op, Delete)]
+
     def _take_owned(
-        self, backend: Backend, ops: Sequence[WriteOp | Mutate], doomed: frozenset[RefKey], known: Known | None
+        self,
+        backend: Backend,
+        ops: Sequence[WriteOp | Mutate],
+        doomed: frozenset[RefKey],
+        known: Known | None,
+        refusal: errors.NbdbError,
     ) -> tuple[frozenset[RefKey], Walk] | None:
-        """Make the stored objects this transaction's deletes own (``nbdb_owned_by``) part of what it deletes.
+        """Make the stored objects this transaction's deletes own part of what it deletes (:meth:`_walk_taking`).
+
+        Returns the doomed targets with the owned ones and the walk of every delete that found them (its
+        reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
+        ``known``: the referrers the store's refusal named, as read to weigh it (see :data:`nbdb.cascade.Known`).
+        ``refusal``: the store's refusal that made it walk; it stands if the walk reads a corrupt referrer
+        (:func:`nbdb.cascade.store_decides`).
+        """
+        deletes = self._deleted(ops)
+        if not any(owns(table) for table, _ in deletes):
+            return None  # (no read when no deleted object may own one: a port group's members, say)
+        try:
+            taken, walk = self._walk_taking(backend, deletes, doomed, known)
+        except errors.CorruptRecordError as corrupt:
+            store_decides(corrupt, refusal)
+            raise
+        return None if taken is doomed else (taken, walk)
+
+    def _walk_taking(
+        self, backend: Backend, deletes: Sequence[RefKey], doomed: frozenset[RefKey], known: Known | None
+    ) -> tuple[frozenset[RefKey], Walk]:
+        """Walk ``deletes`` and make the stored objects they own (``nbdb_owned_by``) part of what it deletes.
 
         As ovsdb-server collects a row whose last owner goes, whatever the same transaction wrote to it:
         this transaction's update or mutate of such an object becomes its delete (an update keeps its
         compare-and-swap), and its own writes lose their weak references to it. A create of a new object
         for an owner it deletes is left for the store to refuse (a new row must be referenced to stay).
-        Returns the doomed targets with the owned ones and the walk of every delete that found them (its
-        reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
-        ``known``: the referrers the store's refusal named, as read to weigh it (see :data:`nbdb.cascade.Known`).
+        Returns the doomed targets with the owned ones (``doomed`` itself if the walk found none it did not
+        know of) and the walk (its reads plan the weak drops of the next try).
         """
-        deletes = [(op.table, op.id) for op in ops if isinstance(op, Delete)]
-        if not any(owns(table) for table, _ in deletes):
-            return None  # (no read when no deleted object may own one: a port group's members, say)
         # Ownership from the transaction's written copies: an object its update moves to an owner it does
         # not delete stays (whether or not the owner it leaves holds another), as in ovsdb-server.
         written: dict[RefKey, Model] = {}
@@ -438,7 +528,7 @@ class Transaction:
         walk = walk_deletes(backend, deletes, known, written)
         owned = walk.owned
         if owned.keys() <= doomed:
-            return None
+            return doomed, walk
         for index, step in enumerate(self._steps):
             if isinstance(step, Put):
                 if (step.table, step.id) in owned and step.expect_version != 0:

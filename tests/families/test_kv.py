@@ -568,14 +568,17 @@ def test_an_owners_delete_refused_for_a_referrer_it_does_not_own_reads_its_refer
 
 
 def test_a_transaction_refused_for_a_referrer_no_plan_takes_reads_its_referrers_once(referenced: Any) -> None:
-    # As a plain delete: the switch's group would go along, its port never; the store's refusal named both.
+    # As a plain delete: the switch's group would go along, its port never. The transaction's delete walks
+    # first as the plain one does (it was sent alone, and the store's refusal named both: one read of the
+    # switch's referrers and one commit, then the plan), and the planner refuses it before sending it.
     backend, db, ls, port = referenced
-    db.create(_group(ls))
+    group = db.create(_group(ls))
     backend.ranges.clear()
     backend.commits.clear()
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)), db.transaction() as txn:
         txn.delete(ls)
-    assert _switch_ranges(backend, ls) == 1 and len(backend.commits) == 1
+    assert _switch_ranges(backend, ls) == 2 and backend.commits == []  # the walk's and the planner's
+    assert db.get(type(group), group.id) == group and db.get(LogicalSwitchPort, port.id) == port
 
 
 def test_a_delete_that_drops_its_referrers_in_the_same_transaction_reads_them_first(referenced: Any) -> None:
