@@ -675,11 +675,6 @@ def test_lost_delete_of_a_row_another_nbdb_writer_updated_is_a_genuine_conflict(
     assert other.get(LogicalSwitch, switch.id).name == f"{switch.name}-theirs"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit (docs/backends/ovsdb.md): versions of rows without external_ids are counted per "
-    "connection from the changes its monitor shows; a landing and its undo shown merged leave no change to count",
-)
 def test_lost_reply_of_a_group_update_undone_by_another_writer_never_gives_one_version_to_two_contents(
     proxy: ReplyCutter, bare_clients: tuple[nbdb.Database, nbdb.Database]
 ) -> None:
