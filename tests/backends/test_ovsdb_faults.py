@@ -117,8 +117,10 @@ class ReplyCutter:
             self._during = self._after = None
         if during is not None:
             during()
-        _close(client, server)
+        # Set before the close: the client reconnects, settles and returns at once, and a test asserting
+        # the cut then found it unset now and then (the proxy's thread not run again yet).
         self.cut.set()
+        _close(client, server)
         if after is not None:
             threading.Thread(target=after, daemon=True).start()
 
