@@ -151,6 +151,30 @@ def test_a_version_never_goes_back_when_a_row_returns_to_what_nbdb_wrote() -> No
     assert book.version("T", id, RowState("f", 7, "f")) == 7  # ahead: as written
 
 
+@given(
+    seen=st.lists(st.sampled_from("abcd"), min_size=1, max_size=6),
+    given_away=st.integers(min_value=0, max_value=20),
+    after=st.sampled_from("abcde"),
+)
+def test_a_content_counted_past_a_version_given_to_another_never_shares_it(
+    seen: list[str], given_away: int, after: str
+) -> None:
+    """A row without external_ids (no stored version: each connection counts its changes): a commit's
+    result gave ``given_away`` to a content this connection never saw (merged with another writer's
+    undo). The content shown is counted past it, and so is every later one: no version names two."""
+    book = VersionBook()
+    key = uuid.uuid4().int
+    for digest in seen:
+        book.version("T", key, RowState(digest, 0, ""))
+    shown = (seen[-1], 0, "")
+    counted = book.past("T", key, shown, given_away)
+    assert counted > given_away
+    assert book.version("T", key, RowState(*shown)) == counted  # read again: the same version
+    assert book.past("T", key, shown, given_away) == counted  # another replica of the connection: the same
+    if after != seen[-1]:
+        assert book.version("T", key, RowState(after, 0, "")) == counted + 1
+
+
 def test_commit_tokens_do_not_follow_the_applications_random_seed() -> None:
     # Processes that seed ``random`` alike (simulations, tests) must still make distinct tokens.
     import random

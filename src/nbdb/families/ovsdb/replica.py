@@ -635,7 +635,9 @@ class Replica:
         before it stops with HistoryGoneError and lists again (it learns the object is gone, or
         there), a cache applies it as the events of a re-list (a deletion of an object it never
         held is nothing), and both stand past the revision before it, which the caller stamps the
-        commit's result with.
+        commit's result with. A row without ``external_ids`` shown at a version not past the commit's
+        (its count saw no change) is counted past it (:meth:`.VersionBook.past`): its next version is
+        never the one the commit's result gave its content.
         Returns the new revision; the changes are handed to the sinks by :meth:`hand_over_now`.
         """
         revision = self.clock.tick()
@@ -645,6 +647,16 @@ class Replica:
             if row is None:
                 continue
             key = (row.table, row.id.int)
+            if written is not None and now is not None and now.version <= written.version:
+                tm = self.mapping.tables.get(row.table)
+                state = self.states.get(key)
+                if tm is not None and tm.external_ids is None and state is not None:
+                    # A row without external_ids is at the version this connection counts, which saw no
+                    # change here: the commit's result holds ``written.version`` for its content, and the
+                    # content shown is a change after it (else the row's next write gave that version
+                    # again, to other content).
+                    now = now._replace(version=self.versions.past(row.table, key[1], state, written.version))
+                    self.records[key] = now
             if now is None:
                 gone = self._gone_at
                 gone.pop(key, None)

@@ -363,6 +363,24 @@ class VersionBook:
             self._seen[key] = (version, plain_state(state))
             return version
 
+    def past(self, table: str, id: int, state: tuple[str, int, str], version: int) -> int:
+        """The version of ``table/id`` (the id's int) in ``state``, past ``version`` (remembered, so it only grows).
+
+        ``version`` was given to another content of the row that this connection never saw: a commit of
+        it whose change, and another writer's undoing it, reached the replica merged (no change of their
+        own to count). The content shown is then a change after it: counted past it, the row's next
+        version is never one given to two contents. A version this state holds past it already (another
+        replica of this connection counted it so) is kept.
+        """
+        key = (table, id)
+        with self._lock:
+            prev = self._seen.get(key)
+            if prev is not None and prev[1] == state and prev[0] > version:
+                return prev[0]
+            counted = max(version, 0 if prev is None else prev[0]) + 1
+            self._seen[key] = (counted, state)
+            return counted
+
     def forget(self, table: str, id: uuid.UUID | int) -> None:
         """The object was deleted: a re-created one starts again at version 1 (``id``: the id or its int)."""
         with self._lock:

@@ -113,8 +113,8 @@ def _column_moved(plan: Plan, row: Mapping[str, Any], key: RefKey) -> bool:
 def reflects(plan: Plan, replica: Replica) -> bool:
     """Whether the replica shows a commit that succeeded, or a later state: read-your-writes holds.
 
-    Every put row carries its token, or a later nbdb version (a row without ``external_ids``: the
-    version this connection counts for it is the commit's or later) (the commit
+    Every put row carries its token, or a later nbdb version (a row without ``external_ids``: its
+    content is the commit's, at the version this connection counts for it or later) (the commit
     compared the row, so a later version was written on top of it: the
     token may have left the row's short window while this client's monitor
     sent several commits merged, as after a reconnect); its marks are there;
@@ -139,11 +139,18 @@ def reflects(plan: Plan, replica: Replica) -> bool:
             return False
         elif tm.external_ids is None:
             # No token to look for: the version this connection counts for the row (every change
-            # it sees bumps it; the commit compared the row, so the count is at or past the plan's).
-            # Settled after a lost reply, the replica was synced past the commit already: another writer
-            # may have put the row back since, in an update that showed this one no change to count.
+            # it sees bumps it; the commit compared the row, so the count is at or past the plan's),
+            # and its content. Settled after a lost reply, the replica was synced past the commit
+            # already. Another content than the commit's may be another writer's change after it, or
+            # one merged with it into an update that showed this connection no change of its own to
+            # count (the row put back), or one change for two: False, and the caller finds which
+            # (``shown_at``), or counts the commit's content as a change (``Replica.merged_away``).
+            # A put that changes nothing wrote nothing: its version alone.
             record = replica.record(key[0], key[1])
             if record is None or (record.version < version and not plan.settled):
+                return False
+            ikey = (key[0], key[1].int)
+            if record.written != plan.stamp_of(ikey) and ikey not in plan.unchanged:
                 return False
         else:
             ext = row.get(EXTERNAL_IDS) or {}
@@ -248,7 +255,7 @@ def shown_at(plan: Plan, replica: Replica) -> tuple[int, frozenset[tuple[str, in
     """
     puts = plan.puts
     keys = {(table, id.int) for table, id in plan.keys if not (plan.marks and (table, id) in plan.marks)}
-    unseen = {key for key in plan.written if key in keys}
+    unseen = {key for key in plan.written if key in keys and key not in plan.unchanged}  # (those wrote nothing)
     # Each row shows the commit by its stamp: the token, or a row without external_ids its content's.
     stamps = {key: plan.stamp_of(key) for key in unseen}
     records = replica.records
