@@ -409,7 +409,7 @@ def test_a_transactions_owner_delete_refused_for_a_corrupt_referrer_is_the_refer
         assert db.get(LogicalSwitch, switch.id).name == "sw"
 
 
-# ---------------------------------------------------------------- review (wip/rev26): a named referrer the transaction deletes
+# ---------------------------------------------------------------- review (wip/rev26): a named referrer it deletes
 
 
 @pytest.mark.parametrize("bare_first", [False, True], ids=["no-hint", "after-a-bare-switch"])
