@@ -333,7 +333,7 @@ def test_the_kept_content_stamps_are_bounded_by_rows_not_commits(sizes: list[int
             assert rows.result_stamp(token, ("Static_MAC_Binding", row)) == rows.CONTENT_STAMP + row
 
 
-# ---------------------------------------------------------------- review (wip/rev26): a row created again is no older copy
+# ------------------------------------------------------------- review (wip/rev26): a row created again, no older copy
 
 
 def _history(tokens: list[str]) -> dict[str, str]:
