@@ -407,3 +407,24 @@ def test_a_transactions_owner_delete_refused_for_a_corrupt_referrer_is_the_refer
         with pytest.raises(nbdb.ReferenceError, match=str(port.id)), db.transaction() as txn:
             txn.delete(switch)
         assert db.get(LogicalSwitch, switch.id).name == "sw"
+
+
+# ---------------------------------------------------------------- review (wip/rev26): a named referrer it deletes
+
+
+@pytest.mark.parametrize("bare_first", [False, True], ids=["no-hint", "after-a-bare-switch"])
+def test_a_transaction_deleting_a_switch_its_port_and_taking_its_forwarding_group_commits(
+    db: nbdb.Database, bare_first: bool
+) -> None:
+    # The transaction deletes the port itself; the forwarding group goes with its switch. OVSDB's refusal
+    # (sent alone first, after a bare switch's delete) names the port too, read from the replica before the
+    # commit: weighed as a referrer the delete can neither drop nor take along, the refusal stood.
+    if bare_first:
+        db.delete(db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}")))  # the next switch goes alone first
+    sw, (group,) = _switch(db, "owner")
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    with db.transaction() as txn:
+        txn.delete(port)
+        txn.delete(sw)
+    assert _gone(db, LogicalSwitch, sw.id) and _gone(db, LogicalSwitchPort, port.id)
+    assert _gone(db, ForwardingGroup, group.id)

@@ -827,3 +827,29 @@ def test_a_resend_refused_by_its_ledger_mark_then_a_server_gone_is_commit_unknow
         mine.update(group.replace(name=f"mine-{s}"))
     assert proxy.cut.is_set()
     assert len(calls) == 2
+
+
+def test_lost_reply_of_a_delete_of_an_updated_row_created_again_by_an_nbdb_writer_is_told_at_once(
+    server: OvsdbServer, proxy: ReplyCutter, clients: tuple[nbdb.Database, nbdb.Database]
+) -> None:
+    """(review rev26) As the test above, but the row the delete read was at version 2: the one created again
+    (version 1, a window of its own) reads as an older copy (settle._not_past: PENDING), the same plan is sent
+    again, refused, and the settle waits out the whole commit timeout before CommitUnknownError."""
+    import time
+
+    mine, _other = clients
+    switch = mine.create(LogicalSwitch(name=f"again-{uuid.uuid4().hex[:6]}"))
+    switch = mine.update(switch.replace(name=f"{switch.name}-2"))
+    assert switch.version == 2
+    where = [["_uuid", "==", ["uuid", str(switch.id)]]]
+    (found,) = _foreign_transact(server, [{"op": "select", "table": "Logical_Switch", "where": where}])[0]["rows"]
+    row = {column: value for column, value in found.items() if not column.startswith("_")}
+    fresh = {"nbdb:txn": push_window(None, new_token(), 1), "nbdb:version": "1"}
+    row["external_ids"] = ["map", [[k, fresh.get(k, v)] for k, v in row["external_ids"][1]]]
+    insert = {"op": "insert", "table": "Logical_Switch", "uuid": str(switch.id), "row": row}
+    _cut(proxy, switch.id, lambda: _foreign_transact(server, [insert]))
+    started = time.monotonic()
+    with pytest.raises(nbdb.CommitUnknownError):
+        mine.delete(switch)
+    assert proxy.cut.is_set(), "the reply was not cut"
+    assert time.monotonic() - started < 5, f"settled after {time.monotonic() - started:.1f} s"

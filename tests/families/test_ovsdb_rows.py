@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import nbdb
@@ -355,3 +355,31 @@ def test_the_kept_content_stamps_are_bounded_by_rows_not_commits(sizes: list[int
             rows.keep_result_stamps(token, stamps)
             assert sum(len(s) for s in kept.values()) <= bound, "row stamps kept beyond the bound"
             assert rows.result_stamp(token, ("Static_MAC_Binding", row)) == rows.CONTENT_STAMP + row
+
+
+# ------------------------------------------------------------- review (wip/rev26): a row created again, no older copy
+
+
+def _history(tokens: list[str]) -> dict[str, str]:
+    """external_ids of a row nbdb wrote once per token, in order (version i+1 by tokens[i])."""
+    window: str | None = None
+    for version, token in enumerate(tokens, 1):
+        window = rows.push_window(window, token, version)
+    return {rows.EXT_TXN: window or "", rows.EXT_VERSION: str(len(tokens))}
+
+
+@given(st.lists(st.uuids().map(str), min_size=1, max_size=12, unique=True), st.data())
+def test_an_older_copy_of_a_row_is_never_apart_from_it(tokens: list[str], data: st.DataObject) -> None:
+    # A lagging copy holds a prefix of the same writes (however far it lags): never told apart.
+    lag = data.draw(st.integers(min_value=0, max_value=len(tokens)))
+    assert not rows.apart(_history(tokens), _history(tokens[:lag]))
+    assert not rows.apart(_history(tokens[:lag]), _history(tokens))
+
+
+@given(st.lists(st.uuids().map(str), min_size=1, max_size=rows.WINDOW, unique=True), st.uuids().map(str))
+def test_a_row_created_again_is_apart_while_the_window_read_holds_its_first_write(tokens: list[str], new: str) -> None:
+    # Created again by another commit: version 1 by another token, which the window read (still holding
+    # version 1) says is another write: no older copy of it.
+    assume(new not in tokens)
+    assert rows.apart(_history(tokens), _history([new]))
+    assert not rows.apart(_history(tokens), {})  # no window there: nothing to tell by

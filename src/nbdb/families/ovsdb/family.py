@@ -676,10 +676,16 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # (see Replica.names_every_referrer): a plain delete refused for one it can neither drop
                 # nor take along (a switch's port) then stands at once, not after the same plan's second
                 # refusal, and one planned again walks from them rather than listing them again.
+                # The replica shows the rows as they were before the commit: those the plan deletes itself
+                # (a port deleted with its switch) hold the target no more once it is applied, so they are
+                # no holders to name, as the other stores name only what would still point to it (they
+                # still count as accounted for when asking whether the rest is every holder).
                 self._sync(plan.db)
                 with self.replica.cond:
-                    refs = sorted(self.replica.referrer_keys(*detail), key=str)
-                    every = self.replica.names_every_referrer(detail[0], detail[1], refs)
+                    found = self.replica.referrer_keys(*detail)
+                    going = {why[1] for why in plan.reasons if why[0] == "delete"}
+                    refs = sorted((ref for ref in found if ref not in going), key=str)
+                    every = bool(refs) and self.replica.names_every_referrer(detail[0], detail[1], found)
                 return rules.still_referenced(detail, refs, every=every)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")

@@ -36,6 +36,7 @@ from nbdb.families.ovsdb.rows import (
     Shared,
     VersionBook,
     Written,
+    apart,
     content_stamp,
     kept_wire,
     parse_window,
@@ -714,7 +715,8 @@ class Replica:
 
         Rows both hold are compared by the version nbdb last wrote to them: a
         lower one there means the state predates changes this replica already
-        showed. Creates, deletes and other writers' changes leave no such mark.
+        showed, unless their windows tell a row created again since (:func:`.rows.apart`). Creates, deletes
+        and other writers' changes leave no such mark.
         """
         with self.cond:
             view = self.views.get(db)
@@ -733,7 +735,8 @@ class Replica:
                     there = view.decode(table, {EXTERNAL_IDS: wire}) if wire is not None else {}
                     theirs = written_version(there.get(EXTERNAL_IDS) or {})
                     ours = written_version(row.get(EXTERNAL_IDS) or {})
-                    if theirs < ours:
+                    if theirs < ours and not apart(row.get(EXTERNAL_IDS) or {}, there.get(EXTERNAL_IDS) or {}):
+                        # (A row created again since, by an nbdb writer, starts a window of its own: no older copy.)
                         return f"{table} {id} is at nbdb version {theirs} there, already seen at {ours}"
         return None
 

@@ -387,6 +387,15 @@ class VersionBook:
             self._seen.pop((table, id if isinstance(id, int) else id.int), None)
 
 
+def apart(ours: Mapping[str, str], theirs: Mapping[str, str]) -> bool:
+    """Whether two rows' ``external_ids`` show different histories under one id: their ``nbdb:txn`` windows
+    hold a version each with another commit's token. A row created again since (by an nbdb writer: a window
+    of its own, from version 1) is then no older copy of the one seen, whatever version it shows; a copy
+    lagging by more writes than a window keeps, or one without a window, cannot be told apart (False)."""
+    seen = dict((v, t) for t, v in parse_window(ours.get(EXT_TXN)))
+    return any(seen.get(v, t) != t for t, v in parse_window(theirs.get(EXT_TXN)))
+
+
 def written_version(ext: Mapping[str, str]) -> int:
     """The version nbdb's last write of a row stored in its ``external_ids`` (0: none).
 
