@@ -371,7 +371,7 @@ def refuse_newer_values(ops: Sequence[Any]) -> None:
         value = op.value if isinstance(op, Put) else None
         held = None if value is None else enums.newer_held(value)
         if held:
-            shown = "; ".join(f"{name} = {', '.join(map(repr, texts))}" for name, texts in sorted(held.items()))
+            shown = enums.shown_held(held)
             raise errors.ValidationError(
                 f"{op.table} {op.id} holds values a newer schema added to its enums ({shown}), read from a store "
                 "whose schema checks them: this store checks none, and could not read them back"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -150,3 +150,8 @@ def newer_held(obj: Any) -> dict[str, list[str]]:
         if values:
             held[name] = values
     return held
+
+
+def shown_held(held: Mapping[str, list[str]]) -> str:
+    """``held`` (from :func:`newer_held`) as an error message names it: ``field = 'value', ...; ...``."""
+    return "; ".join(f"{name} = {', '.join(map(repr, texts))}" for name, texts in sorted(held.items()))

@@ -541,7 +541,7 @@ def _refuse_unchecked(tm: TableMap, op: Put) -> None:
     """
     held = {name: texts for name, texts in enums.newer_held(op.value).items() if name not in tm.enum_checked}
     if held:
-        shown = "; ".join(f"{name} = {', '.join(map(repr, texts))}" for name, texts in sorted(held.items()))
+        shown = enums.shown_held(held)
         raise errors.ValidationError(
             f"{op.table} {op.id} holds values a newer schema added to its enums ({shown}), which "
             f"{tm.db}.{tm.db_table} keeps where the server checks no enum: it could not read them back"

@@ -82,21 +82,26 @@ def _not_past(tm: TableMap, row: Mapping[str, Any], expected: dict[str, Any]) ->
     """
     if stored_columns(tm, row) == expected:
         return True
-    planned = written_version(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]))
+    planned = written_version(_read_ext(expected))
     return written_version(row.get(EXTERNAL_IDS) or {}) < planned
+
+
+def _read_ext(expected: Mapping[str, Any]) -> dict[str, str]:
+    """The ``external_ids`` of the row a commit was planned against (``expected``: its columns as sent)."""
+    return dict(expected.get(EXTERNAL_IDS, ["map", []])[1])
 
 
 def _created_again(row: Mapping[str, Any], expected: dict[str, Any]) -> bool:
     """Whether ``row`` shows a history other than the one a delete read (see :func:`.rows.apart`): not an older
     copy of it at a lower version, but the row created again since by an nbdb writer (version 1, its own window)."""
-    return apart(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]), row.get(EXTERNAL_IDS) or {})
+    return apart(_read_ext(expected), row.get(EXTERNAL_IDS) or {})
 
 
 def _continues(row: Mapping[str, Any], expected: dict[str, Any]) -> bool:
     """Whether ``row`` is the one a delete read, changed since (never deleted): its ``nbdb:txn`` window still holds
     the newest write of the row the delete was planned against. Every nbdb write pushes its own entry on the
     window and keeps the others (up to its capacity); a row created again under the id starts one of its own."""
-    read = parse_window(dict(expected.get(EXTERNAL_IDS, ["map", []])[1]).get(EXT_TXN))
+    read = parse_window(_read_ext(expected).get(EXT_TXN))
     return bool(read) and read[0] in parse_window((row.get(EXTERNAL_IDS) or {}).get(EXT_TXN))
 
 
