@@ -580,6 +580,50 @@ def test_a_large_table_s_first_page_counts_about_its_own_keys_and_a_short_one_s_
         assert listed <= spread // 16 + 16 and paged <= spread // 16 + 16, (listed, paged)
 
 
+@pytest.mark.timeout(60)
+def test_a_short_table_with_an_id_in_the_probe_s_digits_is_read_as_a_short_one(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A table whose ids include one starting with 7fff (the digits the first page's probe looks at for a large
+    table; one random id in 65,536) was read as a large one: its first step, then the rest in 16 sub-ranges one
+    request after another (18 requests for a list of 3 keys). The probe's range (ids in 7fff… and 80…, one
+    random id in 256) says it is short: its list and its listing's first page are two requests each, exact, as
+    are a table of 1,024 ids spread as UUIDs' (4 in 80…)'s."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        tables = [_table_of(backend, ["7fff-a", "a7", "b"]), _table_of(backend, _spread_ids(1024))]
+        walked = _count_walks(backend)
+        try:
+            for table, keys in tables:
+                expected = [k for k in keys if k.startswith(table)]
+                walked.clear()
+                assert [kv.key for kv in backend.range_keys([table])[0]] == expected
+                assert [kv.key for kv in backend.range_page(table, None, 100, 0)[0]] == expected[:100]
+                assert len(walked) == 4, walked
+        finally:
+            del backend.client.call
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 2_000), seed=st.integers(0, 2**32), large=st.integers(100_000, 400_000))
+def test_the_probe_range_tells_a_short_table_of_random_ids_from_a_large_one(n: int, seed: int, large: int) -> None:
+    """A table of random UUIDs with one id in 7fff… is read as a large one only if the ids in its probe's range
+    (7fff… and 80…) say it holds more than a few pages: never for 2,000 ids or fewer, always for 100,000 or
+    more (which a plain first page, counting them all, would keep waiting hundreds of ms or past the timeout)."""
+    from nbdb.backends.etcd.backend import _PROBE, _PROBE_END, _large
+
+    base = b"p/o/t/Tab/"
+    rng = random.Random(seed)
+    for size in (n, large):
+        ids = [b"7fff-%x" % rng.getrandbits(64)] + [b"%04x" % rng.getrandbits(16) for _ in range(size - 1)]
+        count = sum(_PROBE <= i < _PROBE_END for i in ids)
+        first = wire.KV(base + min(i for i in ids if _PROBE <= i < _PROBE_END), 1, 1, 1, b"", 0)
+        assert _large(base, [first], count) is (size == large), (size, count)
+        assert not _large(base, [], count)  # nothing in the range: no id in 7fff…
+        assert not _large(base, [first._replace(key=base + b"8000")], count)  # ids in 80… only: no id in 7fff…
+
+
 def _spread_ids(spread: int) -> list[str]:
     """``spread`` ids spread over their first four hex digits as UUIDs' are, one of them where the probe looks."""
     return [f"{i * 65536 // spread:04x}-{i}" for i in range(spread - 1)] + ["7fff-0"]
