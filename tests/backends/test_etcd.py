@@ -605,6 +605,31 @@ def test_a_short_table_with_an_id_in_the_probe_s_digits_is_read_as_a_short_one(
             del backend.client.call
 
 
+@pytest.mark.timeout(60)
+def test_a_short_table_of_time_ordered_uuid1_ids_across_7fff_is_read_as_a_short_one(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """UUIDv1 ids start with the low 32 bits of a 100 ns clock: ids made within ~1.7 s share their first two hex
+    digits, and the clock passes 7fff… (6.5 ms) then 80… (1.7 s) every 429 s. A table of 100 such ids made in a
+    burst across that moment holds one id in 7fff… and 99 in 80…: the probe range's count (100, read as 25,600
+    spread ids) takes it for a large one, its first step then the rest in 16 sub-ranges one request after another
+    (18 requests for a list of 100 keys, as before this branch), where a short table's list is 2."""
+    ids = [str(uuid.UUID(fields=(0x7FFFFF00, 0x1234, 0x11EF, 0x80, 0x11, 0x0242AC120002)))]
+    ids += [
+        str(uuid.UUID(fields=(0x80000000 + 160_000 * i, 0x1234, 0x11EF, 0x80, 0x11, 0x0242AC120002))) for i in range(99)
+    ]
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        table, keys = _table_of(backend, ids)
+        walked = _count_walks(backend)
+        try:
+            assert [kv.key for kv in backend.range_keys([table])[0]] == [k for k in keys if k.startswith(table)]
+            assert len(walked) == 2, walked
+        finally:
+            del backend.client.call
+
+
 @settings(max_examples=20, deadline=None)
 @given(n=st.integers(1, 2_000), seed=st.integers(0, 2**32), large=st.integers(100_000, 400_000))
 def test_the_probe_range_tells_a_short_table_of_random_ids_from_a_large_one(n: int, seed: int, large: int) -> None:
