@@ -71,10 +71,13 @@ _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
 _PROBE = b"7fff"
 """A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_pages``)."""
-_PROBE_END = b"81"
-"""Where the range that looks at a table's ``_PROBE`` ids ends: it holds those that start with ``7fff`` or ``80``."""
-_PROBE_SHARE = 256
-"""Random ids in the probe's range: about one in this many (the ``80…`` ones, and ``7fff…``'s 1/65,536)."""
+_PROBE_FROM, _PROBE_END = b"7f", b"81"
+"""The range that tells a large table from a short one once a ``_PROBE`` id is found (see :func:`_large`): the ids
+that start with ``7f`` or ``80``."""
+_PROBE_SHARE = 128
+"""Random ids in the probe's range: about one in this many."""
+_BEFORE = 4
+"""The probe range's first keys read: a large table of random ids has that many (some 31 or more) below ``7fff``."""
 _UUID4 = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 """A random UUID (v4): its leading hex digits spread the ids (see ``EtcdBackend._read_from``)."""
 _FIRST_STEP_DIGITS = 4
@@ -171,11 +174,17 @@ def _id_bound(base: bytes, value: int, digits: int) -> bytes | None:
     return base + b"%0*x" % (digits, value) if value < 16**digits else None
 
 
-def _large(base: bytes, probed: list[wire.KV], count: int) -> bool:
-    """Whether the table ``base`` is large by its probe's range (see ``EtcdBackend._first_pages``): its first key
-    ``probed`` starts with ``_PROBE``, and its ``count`` keys say the table holds more than ``_SPLIT_PAGES`` pages
-    (``_PROBE_SHARE`` ids a key, as random ids are spread; ids clustered there are many keys, counted large)."""
-    return bool(probed) and probed[0].key.startswith(base + _PROBE) and count * _PROBE_SHARE > _SPLIT_PAGES * _PAGE
+def _large(base: bytes, first: list[wire.KV], count: int) -> bool:
+    """Whether the table ``base`` is large by its probe range ``[7f, 81)`` (see ``EtcdBackend._first_pages``): its
+    ``count`` keys are more than ``_SPLIT_PAGES`` pages themselves, or say the table holds that many as random ids
+    spread (``_PROBE_SHARE`` ids a key) and are spread on both sides of ``7fff``: its ``first`` ``_BEFORE`` keys lie
+    below it (random ids of a table that large put some 31 or more there, fewer than 4 about once in 1e10). Ids
+    clustered from ``7fff`` on (UUIDv1s made in one burst across that moment of their clock: 100 of them are no
+    12,800 spread ids) are no sign of a large table."""
+    pages = _SPLIT_PAGES * _PAGE
+    if count > pages:
+        return True
+    return count * _PROBE_SHARE > pages and len(first) == _BEFORE and first[-1].key < base + _PROBE
 
 
 def _shared(a: bytes, b: bytes) -> bytes:
@@ -400,8 +409,10 @@ class EtcdBackend(KeyValueBackend):
         which counts about N/65,536 keys. Large means that one of its ids starts with ``_PROBE`` (ids
         are UUIDs: a table of N ids holds one there with probability about 1 - e^(-N/65,536); 78 % of
         tables of 100,000 ids, all but every one of 1M) and that the keys of its probe range, the ids
-        that start with ``7fff`` or ``80`` (``_PROBE_END``: one random id in ``_PROBE_SHARE``), say it
-        holds more than ``_SPLIT_PAGES`` pages (:func:`_large`; 1M ids: about 3,900 keys counted). A
+        that start with ``7f`` or ``80`` (``_PROBE_FROM``, ``_PROBE_END``: one random id in ``_PROBE_SHARE``),
+        say it holds more than ``_SPLIT_PAGES`` pages: they are that many, or enough as random ids spread
+        and spread below ``7fff`` too (:func:`_large`; 1M ids: about 7,800 keys counted, 4 returned; UUIDv1s
+        made in one burst across ``7fff…``, clustered from there on, are no large table). A
         short table with an id there (one id in 65,536: a list of one table across 40 topics of one
         object each met one about once in 1,600) was read as a large one, its rest in 16 sub-ranges
         one request after another (20 requests for that list, not 3); now it is read as the others
@@ -409,7 +420,8 @@ class EtcdBackend(KeyValueBackend):
         one read-only transaction whose compares ask whether no table holds such an id (each compare
         reads those few keys): if none does (tables of some thousands of keys, most likely), it reads
         every table's plain first page, as one read did before; if one does, it reads instead each
-        table's probe range (its first key and count), and a second transaction reads each large
+        table's probe range (its first ``_BEFORE`` keys and count; a table without a ``7fff`` id in a
+        batch with one is judged by it as well), and a second transaction reads each large
         table's first step and the others' plain first pages. Plain ranges only: etcd serves a transaction of
         ranges as a read; one of nested transactions (which could pick per table) went through raft,
         a proposal and a disk write for each list of several tables.
@@ -436,7 +448,9 @@ class EtcdBackend(KeyValueBackend):
                     (
                         wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe)),
                         wire.request_range(base, end, limit=limit, revision=revision),
-                        wire.request_range(probe, base + _PROBE_END, limit=1, revision=revision, keys_only=True),
+                        wire.request_range(
+                            base + _PROBE_FROM, base + _PROBE_END, limit=_BEFORE, revision=revision, keys_only=True
+                        ),
                     )
                 )
             parts = parts[: txnshape.fitting(parts, self.capabilities.max_txn_bytes, lambda p: len(p[0]) + len(p[1]))]
@@ -458,8 +472,8 @@ class EtcdBackend(KeyValueBackend):
                 continue
             probed = zip(batch, ranges, wire.range_counts(reply), strict=True)
             steps = [
-                _id_bound(base, 1, _FIRST_STEP_DIGITS) if _large(base, found, count) else None
-                for (base, _), found, count in probed
+                _id_bound(base, 1, _FIRST_STEP_DIGITS) if _large(base, first, count) else None
+                for (base, _), first, count in probed
             ]
             reads = [(base, end if step is None else step) for (base, end), step in zip(batch, steps, strict=True)]
             got, revision = self._read_many(reads, limit, revision)
