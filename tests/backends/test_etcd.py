@@ -580,6 +580,83 @@ def test_a_large_table_s_first_page_counts_about_its_own_keys_and_a_short_one_s_
         assert listed <= spread // 16 + 16 and paged <= spread // 16 + 16, (listed, paged)
 
 
+@pytest.mark.timeout(60)
+def test_a_short_table_with_an_id_in_the_probe_s_digits_is_read_as_a_short_one(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """A table whose ids include one starting with 7fff (the digits the first page's probe looks at for a large
+    table; one random id in 65,536) was read as a large one: its first step, then the rest in 16 sub-ranges one
+    request after another (18 requests for a list of 3 keys). The probe's range (ids in 7f… and 80…, one
+    random id in 128) says it is short: its list and its listing's first page are two requests each, exact, as
+    are a table of 1,024 ids spread as UUIDs' (9 in 7f… and 80…)'s."""
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        tables = [_table_of(backend, ["7fff-a", "a7", "b"]), _table_of(backend, _spread_ids(1024))]
+        walked = _count_walks(backend)
+        try:
+            for table, keys in tables:
+                expected = [k for k in keys if k.startswith(table)]
+                walked.clear()
+                assert [kv.key for kv in backend.range_keys([table])[0]] == expected
+                assert [kv.key for kv in backend.range_page(table, None, 100, 0)[0]] == expected[:100]
+                assert len(walked) == 4, walked
+        finally:
+            del backend.client.call
+
+
+@pytest.mark.timeout(60)
+def test_a_short_table_of_time_ordered_uuid1_ids_across_7fff_is_read_as_a_short_one(
+    etcd_server: EtcdServer,  # noqa: F811
+) -> None:
+    """UUIDv1 ids start with the low 32 bits of a 100 ns clock: ids made within ~1.7 s share their first two hex
+    digits, and the clock passes 7fff… (6.5 ms) then 80… (1.7 s) every 429 s. A table of 100 such ids made in a
+    burst across that moment holds one id in 7fff… and 99 in 80…: the probe range's count (100, read as 25,600
+    spread ids) took it for a large one, its first step then the rest in 16 sub-ranges one request after another
+    (18 requests for a list of 100 keys, as on main), where a short table's list is 2. Now the probe range starts
+    at 7f…, and none of its first keys lies below 7fff… (random ids spread that many put some 50 there): it is
+    read as a short one."""
+    ids = [str(uuid.UUID(fields=(0x7FFFFF00, 0x1234, 0x11EF, 0x80, 0x11, 0x0242AC120002)))]
+    ids += [
+        str(uuid.UUID(fields=(0x80000000 + 160_000 * i, 0x1234, 0x11EF, 0x80, 0x11, 0x0242AC120002))) for i in range(99)
+    ]
+    with _connect(etcd_server.url) as db:
+        backend = db.backend
+        assert isinstance(backend, EtcdBackend)
+        table, keys = _table_of(backend, ids)
+        walked = _count_walks(backend)
+        try:
+            assert [kv.key for kv in backend.range_keys([table])[0]] == [k for k in keys if k.startswith(table)]
+            assert len(walked) == 2, walked
+        finally:
+            del backend.client.call
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 2_000), seed=st.integers(0, 2**32), large=st.integers(100_000, 400_000))
+def test_the_probe_range_tells_a_short_table_of_random_ids_from_a_large_one(n: int, seed: int, large: int) -> None:
+    """A table of random UUIDs with one id in 7fff… is read as a large one only if the ids in its probe range
+    (7f… and 80…) say it holds more than a few pages: never for 2,000 ids or fewer, always for 100,000 or more
+    (which a plain first page, counting them all, would keep waiting hundreds of ms or past the timeout). Ids
+    clustered from 7fff… on (UUIDv1s made in one burst across that moment) are read as a short table unless the
+    range itself holds more than a few pages."""
+    from nbdb.backends.etcd.backend import _BEFORE, _PAGE, _PROBE_END, _PROBE_FROM, _SPLIT_PAGES, _large
+
+    base = b"p/o/t/Tab/"
+    rng = random.Random(seed)
+
+    def probed(ids: list[bytes]) -> tuple[list[wire.KV], int]:  # the probe range's first keys, and its count
+        found = sorted(i for i in ids if _PROBE_FROM <= i < _PROBE_END)
+        return [wire.KV(base + i, 1, 1, 1, b"", 0) for i in found[:_BEFORE]], len(found)
+
+    for size in (n, large):
+        ids = [b"7fff-%x" % rng.getrandbits(64)] + [b"%04x" % rng.getrandbits(16) for _ in range(size - 1)]
+        assert _large(base, *probed(ids)) is (size == large), (size, probed(ids)[1])
+    for size in (n, _SPLIT_PAGES * _PAGE + n):  # clustered: an id in 7fff…, the rest in 80…
+        first, count = probed([b"7fff-0"] + [b"80%06x" % rng.getrandbits(24) for _ in range(size - 1)])
+        assert _large(base, first, count) is (count > _SPLIT_PAGES * _PAGE), (size, count)
+
+
 def _spread_ids(spread: int) -> list[str]:
     """``spread`` ids spread over their first four hex digits as UUIDs' are, one of them where the probe looks."""
     return [f"{i * 65536 // spread:04x}-{i}" for i in range(spread - 1)] + ["7fff-0"]

@@ -71,6 +71,13 @@ _STEP_DIGITS = 12
 """A limited read's steps end at ids of this many hex digits (see ``EtcdBackend._read_from``)."""
 _PROBE = b"7fff"
 """A table's first page is read whole only if no id starts with these digits (see ``EtcdBackend._first_pages``)."""
+_PROBE_FROM, _PROBE_END = b"7f", b"81"
+"""The range that tells a large table from a short one once a ``_PROBE`` id is found (see :func:`_large`): the ids
+that start with ``7f`` or ``80``."""
+_PROBE_SHARE = 128
+"""Random ids in the probe's range: about one in this many."""
+_BEFORE = 4
+"""The probe range's first keys read: a large table of random ids has that many (some 31 or more) below ``7fff``."""
 _UUID4 = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 """A random UUID (v4): its leading hex digits spread the ids (see ``EtcdBackend._read_from``)."""
 _FIRST_STEP_DIGITS = 4
@@ -165,6 +172,19 @@ def _id_bound(base: bytes, value: int, digits: int) -> bytes | None:
     """The key where ids of ``digits`` hex digits after ``base`` reach ``value`` (``base`` and ``value`` in
     ``digits`` hex digits); None from ``16**digits`` on, past every such id."""
     return base + b"%0*x" % (digits, value) if value < 16**digits else None
+
+
+def _large(base: bytes, first: list[wire.KV], count: int) -> bool:
+    """Whether the table ``base`` is large by its probe range ``[7f, 81)`` (see ``EtcdBackend._first_pages``): its
+    ``count`` keys are more than ``_SPLIT_PAGES`` pages themselves, or say the table holds that many as random ids
+    spread (``_PROBE_SHARE`` ids a key) and are spread on both sides of ``7fff``: its ``first`` ``_BEFORE`` keys lie
+    below it (random ids of a table that large put some 31 or more there, fewer than 4 about once in 1e10). Ids
+    clustered from ``7fff`` on (UUIDv1s made in one burst across that moment of their clock: 100 of them are no
+    12,800 spread ids) are no sign of a large table."""
+    pages = _SPLIT_PAGES * _PAGE
+    if count > pages:
+        return True
+    return count * _PROBE_SHARE > pages and len(first) == _BEFORE and first[-1].key < base + _PROBE
 
 
 def _shared(a: bytes, b: bytes) -> bytes:
@@ -388,12 +408,21 @@ class EtcdBackend(KeyValueBackend):
         So a large table's first page is read from its first step ``[base, base + "0001")`` only,
         which counts about N/65,536 keys. Large means that one of its ids starts with ``_PROBE`` (ids
         are UUIDs: a table of N ids holds one there with probability about 1 - e^(-N/65,536); 78 % of
-        tables of 100,000 ids, all but every one of 1M). Up to ``_read_ops`` tables a round trip, in
+        tables of 100,000 ids, all but every one of 1M) and that the keys of its probe range, the ids
+        that start with ``7f`` or ``80`` (``_PROBE_FROM``, ``_PROBE_END``: one random id in ``_PROBE_SHARE``),
+        say it holds more than ``_SPLIT_PAGES`` pages: they are that many, or enough as random ids spread
+        and spread below ``7fff`` too (:func:`_large`; 1M ids: about 7,800 keys counted, 4 returned; UUIDv1s
+        made in one burst across ``7fff…``, clustered from there on, are no large table). A
+        short table with an id there (one id in 65,536: a list of one table across 40 topics of one
+        object each met one about once in 1,600) was read as a large one, its rest in 16 sub-ranges
+        one request after another (20 requests for that list, not 3); now it is read as the others
+        are, in the second transaction. Up to ``_read_ops`` tables a round trip, in
         one read-only transaction whose compares ask whether no table holds such an id (each compare
         reads those few keys): if none does (tables of some thousands of keys, most likely), it reads
         every table's plain first page, as one read did before; if one does, it reads instead each
-        table's ``_PROBE`` range (one key), and a second transaction reads each large table's first
-        step and the others' plain first pages. Plain ranges only: etcd serves a transaction of
+        table's probe range (its first ``_BEFORE`` keys and count; a table without a ``7fff`` id in a
+        batch with one is judged by it as well), and a second transaction reads each large
+        table's first step and the others' plain first pages. Plain ranges only: etcd serves a transaction of
         ranges as a read; one of nested transactions (which could pick per table) went through raft,
         a proposal and a disk write for each list of several tables.
         Either way the keys returned are the first of the table (the step is where it starts);
@@ -414,12 +443,14 @@ class EtcdBackend(KeyValueBackend):
             batch = spans[len(out) : len(out) + self._read_ops]
             parts = []
             for base, end in batch:
-                probe, probe_end = base + _PROBE, wire.prefix_end(base + _PROBE)
+                probe = base + _PROBE
                 parts.append(
                     (
-                        wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=probe_end),
+                        wire.compare(probe, wire.TARGET_VERSION, wire.CMP_EQUAL, 0, range_end=wire.prefix_end(probe)),
                         wire.request_range(base, end, limit=limit, revision=revision),
-                        wire.request_range(probe, probe_end, limit=1, revision=revision, keys_only=True),
+                        wire.request_range(
+                            base + _PROBE_FROM, base + _PROBE_END, limit=_BEFORE, revision=revision, keys_only=True
+                        ),
                     )
                 )
             parts = parts[: txnshape.fitting(parts, self.capabilities.max_txn_bytes, lambda p: len(p[0]) + len(p[1]))]
@@ -439,9 +470,10 @@ class EtcdBackend(KeyValueBackend):
                     for kvs, count in zip(ranges, counts, strict=True)
                 ]
                 continue
+            probed = zip(batch, ranges, wire.range_counts(reply), strict=True)
             steps = [
-                _id_bound(base, 1, _FIRST_STEP_DIGITS) if found else None
-                for (base, _), found in zip(batch, ranges, strict=True)
+                _id_bound(base, 1, _FIRST_STEP_DIGITS) if _large(base, first, count) else None
+                for (base, _), first, count in probed
             ]
             reads = [(base, end if step is None else step) for (base, end), step in zip(batch, steps, strict=True)]
             got, revision = self._read_many(reads, limit, revision)
