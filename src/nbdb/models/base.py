@@ -19,7 +19,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, get_args, get_origin
+from typing import Any, ClassVar, Self, TypeVar, get_args, get_origin
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer, WrapSerializer
@@ -265,6 +265,15 @@ def validation_error_of(exc: pydantic.ValidationError, title: str) -> errors.Val
     return errors.ValidationError(f"invalid {title}: {lines}", problems)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _written(method: F) -> F:
+    """``method``, marked as one nbdb wrote (or its default): a subclass gets its own written for its fields."""
+    method.__nbdb_written__ = True  # type: ignore[attr-defined]
+    return method
+
+
 class Model(BaseModel):
     """Base of every stored model.
 
@@ -463,6 +472,11 @@ class Model(BaseModel):
         # Decided once per class: a class of atoms and flat containers of atoms (every built-in one) keeps
         # Model.stored_copy as it is, not one instruction more; one with a field that may nest gets its own.
         cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
+        # Written for the class from its fields, unless it (or a base of its own) defines its own.
+        if getattr(cls.ref_keys, "__nbdb_written__", False) and "ref_keys" not in cls.__dict__:
+            cls.ref_keys = _written(_ref_keys_of(cls))  # type: ignore[method-assign]
+        if getattr(cls.unique_values, "__nbdb_written__", False) and "unique_values" not in cls.__dict__:
+            cls.unique_values = _written(_unique_values_of(cls))  # type: ignore[method-assign]
         if cls.nbdb_deep_fields:
             cls.stored_copy = _deep_stored_copy  # type: ignore[method-assign,assignment]
         previous = _REGISTRY.get(cls.nbdb_table)
@@ -634,50 +648,16 @@ class Model(BaseModel):
             private["_store"] = store
         private["_revision"] = _kept(revision)
 
+    @_written
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
-        """Every (table, id) this object points to."""
-        specs = self.nbdb_references
-        if not specs:
-            return _NO_REFS
-        fields = self.__dict__
-        keys: list[tuple[str, uuid.UUID]] = []
-        for spec in specs:
-            value = fields[spec.field]
-            if value is None:
-                continue
-            if spec.many:
-                target = spec.target
-                keys += [(target, member) for member in value]
-            else:
-                keys.append((spec.target, value))
-        if len(keys) == 1:  # the common case (a port's switch): the shared set found by its one key
-            global _LAST_ONE
-            key = keys[0]
-            last = _LAST_ONE
-            if key[1] is last[1] and key[0] == last[0]:
-                # Siblings built from one parent hold its very id: no (table, UUID) to hash, and
-                # UUID.__hash__ is a Python call. A pair of names read from one tuple: never torn.
-                return last[2]
-            shared = _SHARED_ONE.get(key)
-            if shared is None:
-                if len(_SHARED_ONE) >= _SHARED_LIMIT:
-                    _SHARED_ONE.clear()
-                shared = _SHARED_ONE[key] = frozenset(keys)
-            _LAST_ONE = (key[0], key[1], shared)
-            return shared
-        if not keys:
-            return _NO_REFS
-        refs = frozenset(keys)
-        # Siblings point to the same parents (every port of a switch): one shared
-        # set instead of a set and a tuple per stored object for the collector to scan.
-        shared = _SHARED_REFS.get(refs)
-        if shared is not None:
-            return shared
-        if len(_SHARED_REFS) >= _SHARED_LIMIT:
-            _SHARED_REFS.clear()  # bounded: a workload that moves between parents starts over
-        _SHARED_REFS[refs] = refs
-        return refs
+        """Every (table, id) this object points to.
 
+        Each model class gets its own, written from its reference fields (:func:`_ref_keys_of`): a model
+        of none has none to look at.
+        """
+        return _NO_REFS
+
+    @_written
     def unique_values(self) -> tuple[tuple[str, str], ...]:
         """Every unique (field, value) this object holds, as (names joined by ``+``, canonical JSON).
 
@@ -687,22 +667,7 @@ class Model(BaseModel):
         ``str`` straight to its JSON); :meth:`unique_text` validates values
         that come from a caller.
         """
-        groups = self.nbdb_unique_groups
-        if not groups:
-            return ()
-        fields = self.__dict__
-        out = []
-        for key, group, plain in groups:
-            if plain:
-                value = fields[group[0]]
-                if type(value) is str:
-                    out.append((key, _json_text(value)))
-                    continue
-            values = {name: fields[name] for name in group}
-            if all(v is None for v in values.values()):
-                continue
-            out.append((key, self.unique_text(group, values, trusted=True)))
-        return tuple(out)
+        return _unique_values(self)
 
     @classmethod
     def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any], *, trusted: bool = False) -> str:
@@ -993,6 +958,119 @@ def may_hold_container(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
+
+
+def _ref_keys_of(cls: type[Model]) -> Callable[[Model], frozenset[tuple[str, uuid.UUID]]]:
+    """:meth:`Model.ref_keys` written for ``cls`` from its reference fields, each field read inline (hot: every
+    write; a loop over the specs read each spec's attributes per object, 8.6k instructions a port)."""
+    if not cls.nbdb_references:
+        return _no_refs
+    lines = ["def ref_keys(self):", "    d = self.__dict__", "    keys = []"]
+    for spec in cls.nbdb_references:
+        lines += [f"    v = d[{spec.field!r}]", "    if v is not None:"]
+        if spec.many:
+            lines.append(f"        for m in v: keys.append(({spec.target!r}, m))")
+        else:
+            lines.append(f"        keys.append(({spec.target!r}, v))")
+    lines += [
+        "    if len(keys) == 1:",
+        "        key = keys[0]",
+        "        last = _LAST_ONE",  # _one_ref's own first test, without its call
+        "        return last[2] if key[1] is last[1] and key[0] == last[0] else _one_ref(key)",
+        "    return _shared_refs(keys)",
+    ]
+    scope: dict[str, Any] = {}
+    code = compile("\n".join(lines), f"<nbdb ref_keys of {cls.__name__}>", "exec")
+    exec(code, globals(), scope)  # code of our own, reading this module's _LAST_ONE as it is now
+    written = scope["ref_keys"]
+    written.__doc__ = Model.ref_keys.__doc__
+    return written  # type: ignore[no-any-return]
+
+
+def _unique_values(self: Model) -> tuple[tuple[str, str], ...]:
+    """:meth:`Model.unique_values`, group by group (what a model's own, :func:`_unique_values_of`, falls back to)."""
+    groups = self.nbdb_unique_groups
+    if not groups:
+        return ()
+    fields = self.__dict__
+    out = []
+    for key, group, plain in groups:
+        if plain:
+            value = fields[group[0]]
+            if type(value) is str:
+                out.append((key, _json_text(value)))
+                continue
+        values = {name: fields[name] for name in group}
+        if all(v is None for v in values.values()):
+            continue
+        out.append((key, self.unique_text(group, values, trusted=True)))
+    return tuple(out)
+
+
+def _unique_values_of(cls: type[Model]) -> Callable[[Model], tuple[tuple[str, str], ...]]:
+    """:meth:`Model.unique_values` written for ``cls``: when every unique group is one plain ``str`` field (a
+    port's name), those fields read inline and, when they hold text, their values made at once (hot: every
+    write); otherwise, and for any other value, :func:`_unique_values`."""
+    groups = cls.nbdb_unique_groups
+    if not groups:
+        return _no_unique_values
+    if not all(plain for _, _, plain in groups):
+        return _unique_values
+    lines = ["def unique_values(self):", "    d = self.__dict__"]
+    names = [f"v{n}" for n in range(len(groups))]
+    lines += [f"    {v} = d[{group[0]!r}]" for v, (_, group, _) in zip(names, groups, strict=True)]
+    lines.append("    if " + " and ".join(f"type({v}) is str" for v in names) + ":")
+    made = "".join(f"({key!r}, _json_text({v}))," for v, (key, _, _) in zip(names, groups, strict=True))
+    lines += [f"        return ({made})", "    return _unique_values(self)"]
+    scope: dict[str, Any] = {}
+    code = compile("\n".join(lines), f"<nbdb unique_values of {cls.__name__}>", "exec")
+    exec(code, globals(), scope)  # code of our own
+    written = scope["unique_values"]
+    written.__doc__ = Model.unique_values.__doc__
+    return written  # type: ignore[no-any-return]
+
+
+def _no_unique_values(self: Model) -> tuple[tuple[str, str], ...]:
+    """:meth:`Model.unique_values` of a model without unique fields."""
+    return ()
+
+
+def _no_refs(self: Model) -> frozenset[tuple[str, uuid.UUID]]:
+    """:meth:`Model.ref_keys` of a model without reference fields."""
+    return _NO_REFS
+
+
+def _one_ref(key: tuple[str, uuid.UUID]) -> frozenset[tuple[str, uuid.UUID]]:
+    """The shared set of the one reference ``key`` (the common case: a port's switch)."""
+    global _LAST_ONE
+    last = _LAST_ONE
+    if key[1] is last[1] and key[0] == last[0]:
+        # Siblings built from one parent hold its very id: no (table, UUID) to hash, and
+        # UUID.__hash__ is a Python call. A pair of names read from one tuple: never torn.
+        return last[2]
+    shared = _SHARED_ONE.get(key)
+    if shared is None:
+        if len(_SHARED_ONE) >= _SHARED_LIMIT:
+            _SHARED_ONE.clear()
+        shared = _SHARED_ONE[key] = frozenset((key,))
+    _LAST_ONE = (key[0], key[1], shared)
+    return shared
+
+
+def _shared_refs(keys: list[tuple[str, uuid.UUID]]) -> frozenset[tuple[str, uuid.UUID]]:
+    """The set of ``keys`` (none or more than one), shared with the objects that hold an equal one."""
+    if not keys:
+        return _NO_REFS
+    refs = frozenset(keys)
+    # Siblings point to the same parents (every port of a switch): one shared
+    # set instead of a set and a tuple per stored object for the collector to scan.
+    shared = _SHARED_REFS.get(refs)
+    if shared is not None:
+        return shared
+    if len(_SHARED_REFS) >= _SHARED_LIMIT:
+        _SHARED_REFS.clear()  # bounded: a workload that moves between parents starts over
+    _SHARED_REFS[refs] = refs
+    return refs
 
 
 def _fields_only(model: type[Model], data: dict[str, Any]) -> dict[str, Any]:
