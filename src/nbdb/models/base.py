@@ -474,9 +474,9 @@ class Model(BaseModel):
         cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
         # Written for the class from its fields, unless it (or a base of its own) defines its own.
         if getattr(cls.ref_keys, "__nbdb_written__", False) and "ref_keys" not in cls.__dict__:
-            cls.ref_keys = _written(_ref_keys_of(cls))  # type: ignore[method-assign]
+            cls.ref_keys = _written(_ref_keys_of(cls))  # type: ignore[method-assign,assignment]
         if getattr(cls.unique_values, "__nbdb_written__", False) and "unique_values" not in cls.__dict__:
-            cls.unique_values = _written(_unique_values_of(cls))  # type: ignore[method-assign]
+            cls.unique_values = _written(_unique_values_of(cls))  # type: ignore[method-assign,assignment]
         if cls.nbdb_deep_fields:
             cls.stored_copy = _deep_stored_copy  # type: ignore[method-assign,assignment]
         previous = _REGISTRY.get(cls.nbdb_table)
