@@ -88,3 +88,41 @@ def test_a_subclass_gets_its_own_and_keeps_an_override() -> None:
     assert more.unique_values() == (("name", '"x"'), ("n+m", more.unique_text(("n", "m"), {"n": 3, "m": None})))
     assert TwMore(name="y", a=one).unique_values() == (("name", '"y"'),)  # a group of no value holds none
     assert TwOwnChild(name="x", a=one).ref_keys() == {("Own", one)}  # the override, inherited, not rewritten
+
+
+def test_a_bases_written_method_does_not_hide_a_siblings_own() -> None:
+    """``C(A, B)``, B defining ref_keys by hand: the MRO (C, A, B, Model) found B's, as A defined none; a written
+    one on A came first and C was given one of its own from its fields, so B's was never asked."""
+
+    class TwA(Model):
+        name: str
+
+    class TwB(Model):
+        def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
+            return frozenset({("Tag", uuid.UUID(int=7))})
+
+    class TwC(TwA, TwB):
+        other: Annotated[uuid.UUID | None, Reference("TwA")] = None
+
+    class TwD(TwC):
+        pass
+
+    assert TwC(name="c", other=uuid.uuid4()).ref_keys() == {("Tag", uuid.UUID(int=7))}
+    assert TwD(name="d").ref_keys() == {("Tag", uuid.UUID(int=7))}
+
+
+def test_the_rule_assigned_by_name_and_the_written_ones_installed() -> None:
+    """``ref_keys = Model.ref_keys`` answers the rule; a model without its own gets one written for it."""
+
+    class TwT(Model):
+        name: str
+
+    class TwRule(Model):
+        t: Annotated[uuid.UUID, Reference("TwT")]
+        ref_keys = Model.ref_keys
+
+    one = uuid.uuid4()
+    assert TwRule(t=one).ref_keys() == {("TwT", one)}
+    for model in (LogicalSwitchPort, TwT):
+        assert getattr(model.__dict__["ref_keys"], "__nbdb_written__", False), model
+        assert getattr(model.__dict__["unique_values"], "__nbdb_written__", False) or not model.nbdb_unique_groups

@@ -472,11 +472,9 @@ class Model(BaseModel):
         # Decided once per class: a class of atoms and flat containers of atoms (every built-in one) keeps
         # Model.stored_copy as it is, not one instruction more; one with a field that may nest gets its own.
         cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
-        # Written for the class from its fields, unless it (or a base of its own) defines its own.
-        if getattr(cls.ref_keys, "__nbdb_written__", False) and "ref_keys" not in cls.__dict__:
-            cls.ref_keys = _written(_ref_keys_of(cls))  # type: ignore[method-assign,assignment]
-        if getattr(cls.unique_values, "__nbdb_written__", False) and "unique_values" not in cls.__dict__:
-            cls.unique_values = _written(_unique_values_of(cls))  # type: ignore[method-assign,assignment]
+        # Written for the class from its fields, unless it (or a base between it and Model) defines its own.
+        _install_written(cls, "ref_keys", _ref_keys_of)
+        _install_written(cls, "unique_values", _unique_values_of)
         if cls.nbdb_deep_fields:
             cls.stored_copy = _deep_stored_copy  # type: ignore[method-assign,assignment]
         previous = _REGISTRY.get(cls.nbdb_table)
@@ -648,16 +646,29 @@ class Model(BaseModel):
             private["_store"] = store
         private["_revision"] = _kept(revision)
 
-    @_written
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
-        """Every (table, id) this object points to.
+        """Every (table, id) this object points to: the rule, for every reference field of the object's class.
 
-        Each model class gets its own, written from its reference fields (:func:`_ref_keys_of`): a model
-        of none has none to look at.
+        Each model class that does not define its own gets one written from its fields
+        (:func:`_ref_keys_of`), which answers as this does; an override may extend this one's answer
+        through ``super()``.
         """
-        return _NO_REFS
+        specs = self.nbdb_references
+        if not specs:
+            return _NO_REFS
+        fields = self.__dict__
+        keys: list[tuple[str, uuid.UUID]] = []
+        for spec in specs:
+            value = fields[spec.field]
+            if value is None:
+                continue
+            if spec.many:
+                target = spec.target
+                keys += [(target, member) for member in value]
+            else:
+                keys.append((spec.target, value))
+        return _one_ref(keys[0]) if len(keys) == 1 else _shared_refs(keys)
 
-    @_written
     def unique_values(self) -> tuple[tuple[str, str], ...]:
         """Every unique (field, value) this object holds, as (names joined by ``+``, canonical JSON).
 
@@ -665,9 +676,25 @@ class Model(BaseModel):
         optional unique column does in SQL. The fields of an instance were
         validated when it was made, so they are only serialised here (a plain
         ``str`` straight to its JSON); :meth:`unique_text` validates values
-        that come from a caller.
+        that come from a caller. Each model class that does not define its own
+        gets one written from its groups (:func:`_unique_values_of`), which answers as this does.
         """
-        return _unique_values(self)
+        groups = self.nbdb_unique_groups
+        if not groups:
+            return ()
+        fields = self.__dict__
+        out = []
+        for key, group, plain in groups:
+            if plain:
+                value = fields[group[0]]
+                if type(value) is str:
+                    out.append((key, _json_text(value)))
+                    continue
+            values = {name: fields[name] for name in group}
+            if all(v is None for v in values.values()):
+                continue
+            out.append((key, self.unique_text(group, values, trusted=True)))
+        return tuple(out)
 
     @classmethod
     def unique_text(cls, group: tuple[str, ...], values: Mapping[str, Any], *, trusted: bool = False) -> str:
@@ -960,84 +987,88 @@ def may_hold_container(annotation: Any) -> bool:
     return annotation is Any
 
 
+def _install_written(cls: type[Model], name: str, write: Callable[[type[Model]], Callable[..., Any]]) -> None:
+    """Give ``cls`` its own ``name`` written by ``write`` from its fields, unless a class between it and
+    :class:`Model` in its MRO defines ``name`` by hand: then the first such answers, as it did before any was
+    written (in ``C(A, B)`` with B's own, A's written one came first in the MRO and hid B's)."""
+    rule = Model.__dict__[name]
+    for klass in cls.__mro__:
+        own = klass.__dict__.get(name)
+        if own is None or own is rule or getattr(own, "__nbdb_written__", False):
+            if klass is Model:
+                break
+            continue
+        if getattr(cls, name) is not own:
+            setattr(cls, name, own)
+        return
+    made = write(cls)
+    setattr(cls, name, made if made is rule else _written(made))
+
+
+def _compiled(source: str, name: str, cls: type[Model], constants: dict[str, Any]) -> Callable[..., Any]:
+    """The function ``name`` that ``source`` (code of our own, reading this module's globals) defines inside
+    its ``make``, called with ``constants``: each value a closure's, never its ``repr`` pasted into code (a
+    ``Reference(SomeClass)`` was a SyntaxError at the class)."""
+    code = compile(source, f"<nbdb {name} of {cls.__name__}>", "exec")
+    scope: dict[str, Any] = {}
+    exec(code, globals(), scope)
+    made = scope["make"](**constants)
+    made.__doc__ = Model.__dict__[name].__doc__
+    return made  # type: ignore[no-any-return]
+
+
 def _ref_keys_of(cls: type[Model]) -> Callable[[Model], frozenset[tuple[str, uuid.UUID]]]:
     """:meth:`Model.ref_keys` written for ``cls`` from its reference fields, each field read inline (hot: every
-    write; a loop over the specs read each spec's attributes per object, 8.6k instructions a port)."""
-    if not cls.nbdb_references:
-        return _no_refs
-    lines = ["def ref_keys(self):", "    d = self.__dict__", "    keys = []"]
-    for spec in cls.nbdb_references:
-        lines += [f"    v = d[{spec.field!r}]", "    if v is not None:"]
-        if spec.many:
-            lines.append(f"        for m in v: keys.append(({spec.target!r}, m))")
-        else:
-            lines.append(f"        keys.append(({spec.target!r}, v))")
-    lines += [
-        "    if len(keys) == 1:",
-        "        key = keys[0]",
-        "        last = _LAST_ONE",  # _one_ref's own first test, without its call
-        "        return last[2] if key[1] is last[1] and key[0] == last[0] else _one_ref(key)",
-        "    return _shared_refs(keys)",
-    ]
-    scope: dict[str, Any] = {}
-    code = compile("\n".join(lines), f"<nbdb ref_keys of {cls.__name__}>", "exec")
-    exec(code, globals(), scope)  # code of our own, reading this module's _LAST_ONE as it is now
-    written = scope["ref_keys"]
-    written.__doc__ = Model.ref_keys.__doc__
-    return written  # type: ignore[no-any-return]
-
-
-def _unique_values(self: Model) -> tuple[tuple[str, str], ...]:
-    """:meth:`Model.unique_values`, group by group (what a model's own, :func:`_unique_values_of`, falls back to)."""
-    groups = self.nbdb_unique_groups
-    if not groups:
-        return ()
-    fields = self.__dict__
-    out = []
-    for key, group, plain in groups:
-        if plain:
-            value = fields[group[0]]
-            if type(value) is str:
-                out.append((key, _json_text(value)))
-                continue
-        values = {name: fields[name] for name in group}
-        if all(v is None for v in values.values()):
-            continue
-        out.append((key, self.unique_text(group, values, trusted=True)))
-    return tuple(out)
+    write; a loop over the specs read each spec's attributes per object, 8.6k instructions a port). An object
+    of another class (a subclass's, reaching it through ``super()``) gets the rule, for its own fields."""
+    specs = cls.nbdb_references
+    constants: dict[str, Any] = {"_cls": cls, "_rule": Model.__dict__["ref_keys"]}
+    lines = ["    def ref_keys(self):", "        if type(self) is not _cls:", "            return _rule(self)"]
+    if not specs:
+        lines.append("        return _NO_REFS")
+    else:
+        lines += ["        d = self.__dict__", "        keys = []"]
+        for n, spec in enumerate(specs):
+            constants[f"f{n}"], constants[f"t{n}"] = spec.field, spec.target
+            lines += [f"        v = d[f{n}]", "        if v is not None:"]
+            if spec.many:
+                lines.append(f"            for m in v: keys.append((t{n}, m))")
+            else:
+                lines.append(f"            keys.append((t{n}, v))")
+        lines += [
+            "        if len(keys) == 1:",
+            "            key = keys[0]",
+            "            last = _LAST_ONE",  # _one_ref's own first test, without its call
+            "            return last[2] if key[1] is last[1] and key[0] == last[0] else _one_ref(key)",
+            "        return _shared_refs(keys)",
+        ]
+    source = f"def make({', '.join(constants)}):\n" + "\n".join(lines) + "\n    return ref_keys"
+    return _compiled(source, "ref_keys", cls, constants)
 
 
 def _unique_values_of(cls: type[Model]) -> Callable[[Model], tuple[tuple[str, str], ...]]:
     """:meth:`Model.unique_values` written for ``cls``: when every unique group is one plain ``str`` field (a
     port's name), those fields read inline and, when they hold text, their values made at once (hot: every
-    write); otherwise, and for any other value, :func:`_unique_values`."""
+    write); otherwise, for any other value, and for an object of another class, the rule."""
     groups = cls.nbdb_unique_groups
+    rule = Model.__dict__["unique_values"]
+    if groups and not all(plain for _, _, plain in groups):
+        return rule  # type: ignore[no-any-return]
+    constants: dict[str, Any] = {"_cls": cls, "_rule": rule}
+    lines = ["    def unique_values(self):", "        if type(self) is not _cls:", "            return _rule(self)"]
     if not groups:
-        return _no_unique_values
-    if not all(plain for _, _, plain in groups):
-        return _unique_values
-    lines = ["def unique_values(self):", "    d = self.__dict__"]
-    names = [f"v{n}" for n in range(len(groups))]
-    lines += [f"    {v} = d[{group[0]!r}]" for v, (_, group, _) in zip(names, groups, strict=True)]
-    lines.append("    if " + " and ".join(f"type({v}) is str" for v in names) + ":")
-    made = "".join(f"({key!r}, _json_text({v}))," for v, (key, _, _) in zip(names, groups, strict=True))
-    lines += [f"        return ({made})", "    return _unique_values(self)"]
-    scope: dict[str, Any] = {}
-    code = compile("\n".join(lines), f"<nbdb unique_values of {cls.__name__}>", "exec")
-    exec(code, globals(), scope)  # code of our own
-    written = scope["unique_values"]
-    written.__doc__ = Model.unique_values.__doc__
-    return written  # type: ignore[no-any-return]
-
-
-def _no_unique_values(self: Model) -> tuple[tuple[str, str], ...]:
-    """:meth:`Model.unique_values` of a model without unique fields."""
-    return ()
-
-
-def _no_refs(self: Model) -> frozenset[tuple[str, uuid.UUID]]:
-    """:meth:`Model.ref_keys` of a model without reference fields."""
-    return _NO_REFS
+        lines.append("        return ()")
+    else:
+        lines.append("        d = self.__dict__")
+        names = [f"v{n}" for n in range(len(groups))]
+        for n, (key, group, _) in enumerate(groups):
+            constants[f"f{n}"], constants[f"k{n}"] = group[0], key
+            lines.append(f"        v{n} = d[f{n}]")
+        lines.append("        if " + " and ".join(f"type({v}) is str" for v in names) + ":")
+        made = "".join(f"(k{n}, _json_text(v{n}))," for n in range(len(groups)))
+        lines += [f"            return ({made})", "        return _rule(self)"]
+    source = f"def make({', '.join(constants)}):\n" + "\n".join(lines) + "\n    return unique_values"
+    return _compiled(source, "unique_values", cls, constants)
 
 
 def _one_ref(key: tuple[str, uuid.UUID]) -> frozenset[tuple[str, uuid.UUID]]:
