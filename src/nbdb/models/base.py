@@ -19,7 +19,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self, get_args, get_origin
+from typing import Any, ClassVar, Self, TypeVar, get_args, get_origin
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, PlainSerializer, WrapSerializer
@@ -265,6 +265,15 @@ def validation_error_of(exc: pydantic.ValidationError, title: str) -> errors.Val
     return errors.ValidationError(f"invalid {title}: {lines}", problems)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _written(method: F) -> F:
+    """``method``, marked as one nbdb wrote (or its default): a subclass gets its own written for its fields."""
+    method.__nbdb_written__ = True  # type: ignore[attr-defined]
+    return method
+
+
 class Model(BaseModel):
     """Base of every stored model.
 
@@ -463,6 +472,9 @@ class Model(BaseModel):
         # Decided once per class: a class of atoms and flat containers of atoms (every built-in one) keeps
         # Model.stored_copy as it is, not one instruction more; one with a field that may nest gets its own.
         cls.nbdb_deep_fields = tuple(name for name, info in cls.model_fields.items() if may_nest(info.annotation))
+        # Written for the class from its fields, unless it (or a base between it and Model) defines its own.
+        _install_written(cls, "ref_keys", _ref_keys_of)
+        _install_written(cls, "unique_values", _unique_values_of)
         if cls.nbdb_deep_fields:
             cls.stored_copy = _deep_stored_copy  # type: ignore[method-assign,assignment]
         previous = _REGISTRY.get(cls.nbdb_table)
@@ -635,7 +647,12 @@ class Model(BaseModel):
         private["_revision"] = _kept(revision)
 
     def ref_keys(self) -> frozenset[tuple[str, uuid.UUID]]:
-        """Every (table, id) this object points to."""
+        """Every (table, id) this object points to: the rule, for every reference field of the object's class.
+
+        Each model class that does not define its own gets one written from its fields
+        (:func:`_ref_keys_of`), which answers as this does; an override may extend this one's answer
+        through ``super()``.
+        """
         specs = self.nbdb_references
         if not specs:
             return _NO_REFS
@@ -650,33 +667,7 @@ class Model(BaseModel):
                 keys += [(target, member) for member in value]
             else:
                 keys.append((spec.target, value))
-        if len(keys) == 1:  # the common case (a port's switch): the shared set found by its one key
-            global _LAST_ONE
-            key = keys[0]
-            last = _LAST_ONE
-            if key[1] is last[1] and key[0] == last[0]:
-                # Siblings built from one parent hold its very id: no (table, UUID) to hash, and
-                # UUID.__hash__ is a Python call. A pair of names read from one tuple: never torn.
-                return last[2]
-            shared = _SHARED_ONE.get(key)
-            if shared is None:
-                if len(_SHARED_ONE) >= _SHARED_LIMIT:
-                    _SHARED_ONE.clear()
-                shared = _SHARED_ONE[key] = frozenset(keys)
-            _LAST_ONE = (key[0], key[1], shared)
-            return shared
-        if not keys:
-            return _NO_REFS
-        refs = frozenset(keys)
-        # Siblings point to the same parents (every port of a switch): one shared
-        # set instead of a set and a tuple per stored object for the collector to scan.
-        shared = _SHARED_REFS.get(refs)
-        if shared is not None:
-            return shared
-        if len(_SHARED_REFS) >= _SHARED_LIMIT:
-            _SHARED_REFS.clear()  # bounded: a workload that moves between parents starts over
-        _SHARED_REFS[refs] = refs
-        return refs
+        return _one_ref(keys[0]) if len(keys) == 1 else _shared_refs(keys)
 
     def unique_values(self) -> tuple[tuple[str, str], ...]:
         """Every unique (field, value) this object holds, as (names joined by ``+``, canonical JSON).
@@ -685,7 +676,8 @@ class Model(BaseModel):
         optional unique column does in SQL. The fields of an instance were
         validated when it was made, so they are only serialised here (a plain
         ``str`` straight to its JSON); :meth:`unique_text` validates values
-        that come from a caller.
+        that come from a caller. Each model class that does not define its own
+        gets one written from its groups (:func:`_unique_values_of`), which answers as this does.
         """
         groups = self.nbdb_unique_groups
         if not groups:
@@ -993,6 +985,123 @@ def may_hold_container(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(may_hold_container(arg) for arg in get_args(annotation))
     return annotation is Any
+
+
+def _install_written(cls: type[Model], name: str, write: Callable[[type[Model]], Callable[..., Any]]) -> None:
+    """Give ``cls`` its own ``name`` written by ``write`` from its fields, unless a class between it and
+    :class:`Model` in its MRO defines ``name`` by hand: then the first such answers, as it did before any was
+    written (in ``C(A, B)`` with B's own, A's written one came first in the MRO and hid B's)."""
+    rule = Model.__dict__[name]
+    for klass in cls.__mro__:
+        own = klass.__dict__.get(name)
+        if own is None or own is rule or getattr(own, "__nbdb_written__", False):
+            if klass is Model:
+                break
+            continue
+        if getattr(cls, name) is not own:
+            setattr(cls, name, own)
+        return
+    made = write(cls)
+    setattr(cls, name, made if made is rule else _written(made))
+
+
+def _compiled(source: str, name: str, cls: type[Model], constants: dict[str, Any]) -> Callable[..., Any]:
+    """The function ``name`` that ``source`` (code of our own, reading this module's globals) defines inside
+    its ``make``, called with ``constants``: each value a closure's, never its ``repr`` pasted into code (a
+    ``Reference(SomeClass)`` was a SyntaxError at the class)."""
+    code = compile(source, f"<nbdb {name} of {cls.__name__}>", "exec")
+    scope: dict[str, Any] = {}
+    exec(code, globals(), scope)
+    made = scope["make"](**constants)
+    made.__doc__ = Model.__dict__[name].__doc__
+    return made  # type: ignore[no-any-return]
+
+
+def _ref_keys_of(cls: type[Model]) -> Callable[[Model], frozenset[tuple[str, uuid.UUID]]]:
+    """:meth:`Model.ref_keys` written for ``cls`` from its reference fields, each field read inline (hot: every
+    write; a loop over the specs read each spec's attributes per object, 8.6k instructions a port). An object
+    of another class (a subclass's, reaching it through ``super()``) gets the rule, for its own fields."""
+    specs = cls.nbdb_references
+    constants: dict[str, Any] = {"_cls": cls, "_rule": Model.__dict__["ref_keys"]}
+    lines = ["    def ref_keys(self):", "        if type(self) is not _cls:", "            return _rule(self)"]
+    if not specs:
+        lines.append("        return _NO_REFS")
+    else:
+        lines += ["        d = self.__dict__", "        keys = []"]
+        for n, spec in enumerate(specs):
+            constants[f"f{n}"], constants[f"t{n}"] = spec.field, spec.target
+            lines += [f"        v = d[f{n}]", "        if v is not None:"]
+            if spec.many:
+                lines.append(f"            for m in v: keys.append((t{n}, m))")
+            else:
+                lines.append(f"            keys.append((t{n}, v))")
+        lines += [
+            "        if len(keys) == 1:",
+            "            key = keys[0]",
+            "            last = _LAST_ONE",  # _one_ref's own first test, without its call
+            "            return last[2] if key[1] is last[1] and key[0] == last[0] else _one_ref(key)",
+            "        return _shared_refs(keys)",
+        ]
+    source = f"def make({', '.join(constants)}):\n" + "\n".join(lines) + "\n    return ref_keys"
+    return _compiled(source, "ref_keys", cls, constants)
+
+
+def _unique_values_of(cls: type[Model]) -> Callable[[Model], tuple[tuple[str, str], ...]]:
+    """:meth:`Model.unique_values` written for ``cls``: when every unique group is one plain ``str`` field (a
+    port's name), those fields read inline and, when they hold text, their values made at once (hot: every
+    write); otherwise, for any other value, and for an object of another class, the rule."""
+    groups = cls.nbdb_unique_groups
+    rule = Model.__dict__["unique_values"]
+    if groups and not all(plain for _, _, plain in groups):
+        return rule  # type: ignore[no-any-return]
+    constants: dict[str, Any] = {"_cls": cls, "_rule": rule}
+    lines = ["    def unique_values(self):", "        if type(self) is not _cls:", "            return _rule(self)"]
+    if not groups:
+        lines.append("        return ()")
+    else:
+        lines.append("        d = self.__dict__")
+        names = [f"v{n}" for n in range(len(groups))]
+        for n, (key, group, _) in enumerate(groups):
+            constants[f"f{n}"], constants[f"k{n}"] = group[0], key
+            lines.append(f"        v{n} = d[f{n}]")
+        lines.append("        if " + " and ".join(f"type({v}) is str" for v in names) + ":")
+        made = "".join(f"(k{n}, _json_text(v{n}))," for n in range(len(groups)))
+        lines += [f"            return ({made})", "        return _rule(self)"]
+    source = f"def make({', '.join(constants)}):\n" + "\n".join(lines) + "\n    return unique_values"
+    return _compiled(source, "unique_values", cls, constants)
+
+
+def _one_ref(key: tuple[str, uuid.UUID]) -> frozenset[tuple[str, uuid.UUID]]:
+    """The shared set of the one reference ``key`` (the common case: a port's switch)."""
+    global _LAST_ONE
+    last = _LAST_ONE
+    if key[1] is last[1] and key[0] == last[0]:
+        # Siblings built from one parent hold its very id: no (table, UUID) to hash, and
+        # UUID.__hash__ is a Python call. A pair of names read from one tuple: never torn.
+        return last[2]
+    shared = _SHARED_ONE.get(key)
+    if shared is None:
+        if len(_SHARED_ONE) >= _SHARED_LIMIT:
+            _SHARED_ONE.clear()
+        shared = _SHARED_ONE[key] = frozenset((key,))
+    _LAST_ONE = (key[0], key[1], shared)
+    return shared
+
+
+def _shared_refs(keys: list[tuple[str, uuid.UUID]]) -> frozenset[tuple[str, uuid.UUID]]:
+    """The set of ``keys`` (none or more than one), shared with the objects that hold an equal one."""
+    if not keys:
+        return _NO_REFS
+    refs = frozenset(keys)
+    # Siblings point to the same parents (every port of a switch): one shared
+    # set instead of a set and a tuple per stored object for the collector to scan.
+    shared = _SHARED_REFS.get(refs)
+    if shared is not None:
+        return shared
+    if len(_SHARED_REFS) >= _SHARED_LIMIT:
+        _SHARED_REFS.clear()  # bounded: a workload that moves between parents starts over
+    _SHARED_REFS[refs] = refs
+    return refs
 
 
 def _fields_only(model: type[Model], data: dict[str, Any]) -> dict[str, Any]:
