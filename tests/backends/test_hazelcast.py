@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -407,6 +408,92 @@ def test_commit_to_a_frozen_member_is_unknown_never_a_conflict(
         stored = db.get(KitParent, parent.id)
         # Applied once or not at all, never twice.
         assert (stored.version, stored.size) in ((1, 0), (2, 1))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_sent_again_after_it_landed_is_acknowledged_not_a_conflict(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """A commit that landed but came back as a refusal is sent again: it is acknowledged, never a ConflictError.
+
+    Hazelcast can answer a request that ran with an error taken as "never ran" (a retryable one, such as
+    TargetNotMemberError from a member-side write to a member just killed), and the client itself sends such a
+    request again. The second send found the first one's writes: its conditions failed (its own commit token
+    present, the versions moved) and the family raised ConflictError for a write that was in the store. In a
+    CI run of ``test_member_killed_during_writes_loses_nothing`` (2026-12-07) both writer threads died of
+    that ("KitParent ... already exists", "... is at version 12, not 11") the moment the head's owner was
+    killed. Here the first send's reply is replaced by a refusal after it landed (nbdb's own call wrapped).
+    """
+    url = hazelcast_server.url + ("?timeout=4" if member_commit else "?timeout=4&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit == member_commit
+        name = "_send_commit_task" if member_commit else "_commit_locked"
+        real = getattr(backend, name)
+        refused: list[bool] = []
+
+        def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            if not refused:
+                refused.append(True)
+                raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+            return out
+
+        setattr(backend, name, landed_then_refused)
+        created = db.create(KitParent(name="p"))
+        assert refused
+        refused.clear()
+        updated = db.update(created.model_copy(update={"size": 1}))
+        assert refused
+        assert (updated.version, updated.size) == (2, 1)
+        setattr(backend, name, real)
+        stored = db.get(KitParent, created.id)
+        assert (stored.version, stored.size) == (2, 1)  # applied once each
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_sent_again_after_it_was_decided_but_not_published_is_published_before_it_is_acknowledged(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The first send decided the commit and wrote its keys, its token's included, but ``head`` did not move (the
+    head's owner killed) and the reply came back as a refusal: the second send finds its token applied. It is
+    acknowledged once the commit is published (rolled forward: ``head`` at its revision), not before."""
+    from nbdb.backends.hazelcast._records import HEAD
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4&member_commit=0", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        parent = db.create(KitParent(name="p"))
+        before = _head(db)[0]
+        real_head, real_locked = backend._send_head, backend._commit_locked
+        sends: list[bool] = []
+
+        def head_not_moved(old: Any, new: bytearray) -> Any:
+            return backend.meta_async.get(HEAD)  # a request that moves nothing
+
+        def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+            sends.append(True)
+            if len(sends) > 1:
+                return real_locked(*args, **kwargs)
+            backend._send_head = head_not_moved  # type: ignore[method-assign]
+            try:
+                real_locked(*args, **kwargs)
+            finally:
+                backend._send_head = real_head  # type: ignore[method-assign]
+            assert _head(db)[0] == before  # decided and written, not published
+            raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+
+        backend._commit_locked = landed_then_refused  # type: ignore[method-assign]
+        updated = db.update(parent.model_copy(update={"size": 1}))
+        assert len(sends) == 2
+        assert _head(db)[0] == before + 1  # published before it was acknowledged
+        assert (updated.version, updated.size) == (2, 1)
+        backend._commit_locked = real_locked  # type: ignore[method-assign]
+        stored = db.get(KitParent, parent.id)
+        assert (stored.version, stored.size) == (2, 1)
 
 
 @pytest.mark.timeout(120)

@@ -54,6 +54,7 @@ from nbdb.families.kv import (
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
+from nbdb.families.kvtypes import APPLIED as TOKEN_APPLIED
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
 from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
@@ -1125,15 +1126,26 @@ class HazelcastBackend(ChangeLogBackend):
             redo: list[Redo] = []
             changes: list[KeyChange] = []
             outcomes: list[Outcome] = []
+            landed = False
             for commit in commits:
                 ttls = {commit.token.key: commit.token.ttl} if commit.token is not None else {}
                 planned = _plan(commit, ttls, reads, revision)
-                outcomes.append(None if planned is None else revision)
-                if planned is not None:
-                    redo += planned[0]
-                    changes += planned[1]
-            # A failed condition stands, unless a decided commit is still unapplied (its client died).
-            if None in outcomes and self._roll_forward(revision, head_raw):
+                if planned is None:
+                    # An earlier send of this very commit may have landed (see _landed_before).
+                    token = commit.token
+                    before = _landed_before(
+                        commit, None if token is None else decode_kv(token.key, reads[0].get(token.key))
+                    )
+                    landed = landed or before is not None
+                    outcomes.append(before)
+                    continue
+                outcomes.append(revision)
+                redo += planned[0]
+                changes += planned[1]
+            # A failed condition stands, unless a decided commit is still unapplied (its client died, or one of these
+            # landed before, at ``revision``, not yet published): applied first, then planned again. So a commit
+            # that landed before is acknowledged at a revision ``head`` has reached.
+            if (None in outcomes or landed) and self._roll_forward(revision, head_raw):
                 continue
             if revision not in outcomes:
                 return outcomes
@@ -1221,7 +1233,33 @@ class HazelcastBackend(ChangeLogBackend):
         if revision in outcomes:
             self.member_commits += 1
             self._committed(revision, anchor)
-        return outcomes
+        return self._landed_before_any(commits, outcomes)
+
+    def _landed_before_any(self, commits: Sequence[KeyCommit], outcomes: list[Outcome]) -> list[Outcome]:
+        """``outcomes`` of a member's task, each failed commit that an earlier send of it applied given that
+        revision instead (see :func:`_landed_before`): a read of their tokens, only when some failed.
+
+        The task's reply says only which commits' conditions held. A read that fails cannot tell a
+        conflict from a commit that landed: CommitUnknownError, which the family settles by the token.
+        """
+        failed = [
+            i
+            for i, (commit, outcome) in enumerate(zip(commits, outcomes, strict=True))
+            if outcome is None and commit.token is not None and commit.puts.get(commit.token.key) == TOKEN_APPLIED
+        ]
+        if not failed:
+            return outcomes
+        try:
+            tokens = self.get_keys([commits[i].token.key for i in failed])  # type: ignore[union-attr]
+        except errors.BackendUnavailableError as exc:
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: a commit run in the member failed its conditions and "
+                f"whether an earlier send of it had landed could not be read ({exc})"
+            ) from None
+        landed = list(outcomes)
+        for i, found in zip(failed, tokens, strict=True):
+            landed[i] = _landed_before(commits[i], found)
+        return landed
 
     def _send_commit_task(self, task: CommitTask, topics: set[str]) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
@@ -1738,6 +1776,23 @@ def _plan(
             redo.append(Redo(key, bytes(raw), None, 0.0))
             changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
     return redo, changes
+
+
+def _landed_before(commit: KeyCommit, token: KeyValue | None) -> int | None:
+    """The revision an earlier send of ``commit`` applied it at, read from its token key (``token``), or None.
+
+    A commit whose conditions failed may have failed on its own writes: Hazelcast answers some requests that
+    ran with an error taken as "never ran" (a retryable one: the member-side write to a member just killed,
+    a migrating partition), and the client itself, as well as the retry policy, sends such a request again.
+    Its commit token (written only by it, see ``KeyCommit.with_token_key``) then holds "applied": the commit
+    is in, at the token's revision, and a ConflictError would report a write the store holds as refused
+    (both writers of ``test_member_killed_during_writes_loses_nothing`` once died of it). A commit that does
+    not write its token as applied (a settle voiding one) is taken at its word.
+    """
+    key = None if commit.token is None else commit.token.key
+    if key is None or token is None or commit.puts.get(key) != TOKEN_APPLIED or token.value != TOKEN_APPLIED:
+        return None
+    return token.mod_revision
 
 
 def _java_literal(text: str) -> str:
