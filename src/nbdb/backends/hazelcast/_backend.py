@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -1321,14 +1322,26 @@ class HazelcastBackend(ChangeLogBackend):
             if list(reply)[:1] == [PROTOCOL]:
                 return True
             why = f"the member owning the commit lock speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
+        self._member_commit_off()
         log.warning(
-            "hazelcast at %s: %s: commits go back to six round trips (asked again within %gs)",
+            "hazelcast at %s: %s: commits go back to six round trips (%s)",
             self.config.where,
             why,
-            self._reprobe_delay,
+            self._when_asked_again(),
         )
-        self._member_commit_off()
         return False
+
+    def _when_asked_again(self) -> str:
+        """When member commits, just turned off, are asked for again (:meth:`_member_commit_off`), for a log line."""
+        due = self._reprobe_at
+        if due is not None:
+            return f"asked again at the first commit {math.ceil(max(0.0, due - time.monotonic()))}s from now"
+        if self._members_listener is None:
+            return "not asked again: member_probes=0"
+        return (
+            "not asked again until a member joins or leaves: the window of probes the connect or the last "
+            f"membership change opened (member_probes={self.config.member_probes}) is used up"
+        )
 
     def _member_commit_off(self) -> None:
         """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again
