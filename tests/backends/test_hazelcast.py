@@ -455,6 +455,47 @@ def test_a_commit_sent_again_after_it_landed_is_acknowledged_not_a_conflict(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_that_landed_but_came_back_refused_on_the_last_try_is_never_a_plain_unavailable(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """The same "landed, answered as a refusal" as above, on the retry policy's last try (``retries=0``: the only
+    one). The refusal is taken for "never sent" (``_REFUSED``, unsent=True), so ``_retrying`` re-raises it as a plain
+    BackendUnavailableError: docs/semantics.md says such a commit "was not applied" and "never reported as ...
+    BackendUnavailableError when it landed"; the store holds it. A commit whose refusal may have run is an unknown
+    outcome (CommitUnknownError, settled by its token: here the update is then acknowledged)."""
+    url = hazelcast_server.url + "?timeout=4&retries=0" + ("" if member_commit else "&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit == member_commit
+        parent = db.create(KitParent(name="p"))
+        name = "_send_commit_task" if member_commit else "_commit_locked"
+        real = getattr(backend, name)
+        refused: list[bool] = []
+
+        def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            if not refused:
+                refused.append(True)
+                raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+            return out
+
+        setattr(backend, name, landed_then_refused)
+        try:
+            outcome: Any = db.update(parent.model_copy(update={"size": 1}))
+        except errors.BackendUnavailableError as exc:
+            outcome = exc
+        finally:
+            setattr(backend, name, real)
+        assert refused
+        stored = db.get(KitParent, parent.id)
+        assert (stored.version, stored.size) == (2, 1)  # it landed
+        assert not (type(outcome) is errors.BackendUnavailableError), f"a landed commit reported {outcome!r}"
+
+
+@pytest.mark.timeout(60)
 def test_a_commit_sent_again_after_it_was_decided_but_not_published_is_published_before_it_is_acknowledged(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
@@ -1258,3 +1299,59 @@ def test_threads_reading_at_once_keep_the_clients_reactor_wake_up(hazelcast_serv
             ],
             before=before,
         )
+
+
+@pytest.mark.timeout(180)
+def test_a_member_commit_waiting_on_a_frozen_member_is_given_up_within_twice_the_timeout(
+    healthy_cluster: HazelcastServer,
+) -> None:
+    """``timeout`` bounds "a commit and its outcome settling" (docs/backends/hazelcast.md). A commit run as a task in
+    the member owning the commit lock waits for the task's reply with no bound (``_send_commit_task``:
+    ``pending.result()``): the client's heartbeat ends only a request to a member that does not answer, and the
+    lock's owner answers heartbeats while its task waits on another member, frozen (SIGSTOP), that holds a
+    partition (or a backup) the commit reads or writes: it ends only once the members drop the frozen one (3 s in
+    the harness, 60 s in a stock member: 2.5-4.1 s measured here from the freeze). nbdb's ``timeout`` (and the
+    retry deadline it sets) is made 0.5 s after the connect (the client's heartbeat, 2 s, keeps its connections
+    steady on a loaded machine): each create below should end (any outcome: applied, BackendUnavailableError,
+    CommitUnknownError) within about 2 x timeout (asserted: 1.8 s); the first outlives it."""
+    import dataclasses
+
+    with nbdb.connect(healthy_cluster.url + "?timeout=2", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        backend.config = dataclasses.replace(backend.config, timeout=0.5)  # type: ignore[misc]
+        backend.retry = backend.retry.replace(deadline=0.5)
+        db.create(KitParent(name="warm"))
+        assert backend.member_commit
+        owner = _owner_of_head(backend, healthy_cluster, "commit")
+        head_owner = _owner_of_head(backend, healthy_cluster)
+        victim = head_owner if head_owner is not owner else next(m for m in healthy_cluster.members if m is not owner)
+        took: list[float] = []
+        outcomes: list[str] = []
+        stop = threading.Event()
+
+        def creates() -> None:
+            for i in range(5):
+                if stop.is_set():
+                    return
+                started = time.monotonic()
+                try:
+                    db.create(KitParent(name=f"c{i}"))
+                    outcomes.append("applied")
+                except errors.NbdbError as exc:
+                    outcomes.append(type(exc).__name__)
+                took.append(time.monotonic() - started)
+
+        writer = threading.Thread(target=creates, daemon=True)
+        victim.pause()
+        try:
+            writer.start()
+            writer.join(15)
+        finally:
+            stop.set()
+            victim.resume()
+            victim.kill()  # out of the cluster by now: the fixture starts it again
+        writer.join(60)
+        log.info("creates beside a frozen member took %s: %s", [round(t, 2) for t in took], outcomes)
+        assert not writer.is_alive(), f"a create still waits after 15 s ({took}, {outcomes})"
+        assert max(took) < 1.8, f"creates took {[round(t, 2) for t in took]} s with timeout=0.5 ({outcomes})"
