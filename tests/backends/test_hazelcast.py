@@ -492,7 +492,7 @@ def test_a_commit_that_landed_but_came_back_refused_on_the_last_try_is_never_a_p
         assert refused
         stored = db.get(KitParent, parent.id)
         assert (stored.version, stored.size) == (2, 1)  # it landed
-        assert not (type(outcome) is errors.BackendUnavailableError), f"a landed commit reported {outcome!r}"
+        assert type(outcome) is not errors.BackendUnavailableError, f"a landed commit reported {outcome!r}"
 
 
 @pytest.mark.timeout(60)
