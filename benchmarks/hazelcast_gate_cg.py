@@ -12,7 +12,7 @@ difference from a run with no calls, divided by the count::
 
 The backend is built without a client (``object.__new__``) with only the attributes these two
 paths read; both sides' attributes are set (the send gate where there is one, and ``_send_commit_task``
-called with its topics where it takes them), so the script runs against either checkout.
+called with its topics and sends where it takes them), so the script runs against either checkout.
 """
 
 from __future__ import annotations
@@ -51,7 +51,12 @@ if piece == "call":
         backend.call(nothing)
 else:
     import inspect
-    args = (None, set())[: len(inspect.signature(backend._send_commit_task).parameters)]  # (task[, topics])
+    try:
+        from nbdb.backends.hazelcast._backend import _Sends  # a commit's sends, passed since 2026-12-07
+        every = (None, set(), _Sends(""))
+    except ImportError:
+        every = (None, set())
+    args = every[: len(inspect.signature(backend._send_commit_task).parameters)]  # (task[, topics[, sends]])
     for _ in range(count):
         backend._send_commit_task(*args)
 """

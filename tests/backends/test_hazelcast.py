@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -409,6 +410,137 @@ def test_commit_to_a_frozen_member_is_unknown_never_a_conflict(
         assert (stored.version, stored.size) in ((1, 0), (2, 1))
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_sent_again_after_it_landed_is_acknowledged_not_a_conflict(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """A commit that landed but came back as a refusal is sent again: it is acknowledged, never a ConflictError.
+
+    Hazelcast can answer a request that ran with an error taken as "never ran" (a retryable one, such as
+    TargetNotMemberError from a member-side write to a member just killed), and the client itself sends such a
+    request again. The second send found the first one's writes: its conditions failed (its own commit token
+    present, the versions moved) and the family raised ConflictError for a write that was in the store. In a
+    CI run of ``test_member_killed_during_writes_loses_nothing`` (2026-12-07) both writer threads died of
+    that ("KitParent ... already exists", "... is at version 12, not 11") the moment the head's owner was
+    killed. Here the first send's reply is replaced by a refusal after it landed (nbdb's own call wrapped).
+    """
+    url = hazelcast_server.url + ("?timeout=4" if member_commit else "?timeout=4&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit == member_commit
+        with _refused_once_after_it_landed(backend) as refused:
+            created = db.create(KitParent(name="p"))
+            assert refused
+            # Acknowledged as the normal ack does: this client knows its own commit's token (a watch from it checks
+            # it). On the client's protocol the wrapped call remembers it before the refusal; the member's path not.
+            revision, anchor = _head(db)
+            assert backend.token_of(revision) == anchor
+            refused.clear()
+            updated = db.update(created.model_copy(update={"size": 1}))
+            assert refused
+            assert (updated.version, updated.size) == (2, 1)
+            revision, anchor = _head(db)
+            assert backend.token_of(revision) == anchor
+        stored = db.get(KitParent, created.id)
+        assert (stored.version, stored.size) == (2, 1)  # applied once each
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_that_landed_but_came_back_refused_on_the_last_try_is_never_a_plain_unavailable(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """The same "landed, answered as a refusal" as above, on the retry policy's last try (``retries=0``: the only
+    one). The refusal is taken for "never sent" (``_REFUSED``, unsent=True), so ``_retrying`` re-raises it as a plain
+    BackendUnavailableError: docs/semantics.md says such a commit "was not applied" and "never reported as ...
+    BackendUnavailableError when it landed"; the store holds it. A commit whose refusal may have run is an unknown
+    outcome (CommitUnknownError, settled by its token: here the update is then acknowledged)."""
+    url = hazelcast_server.url + "?timeout=4&retries=0" + ("" if member_commit else "&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        assert backend.member_commit == member_commit
+        parent = db.create(KitParent(name="p"))
+        with _refused_once_after_it_landed(backend) as refused:
+            try:
+                outcome: Any = db.update(parent.model_copy(update={"size": 1}))
+            except errors.BackendUnavailableError as exc:
+                outcome = exc
+        assert refused
+        stored = db.get(KitParent, parent.id)
+        assert (stored.version, stored.size) == (2, 1)  # it landed
+        assert type(outcome) is not errors.BackendUnavailableError, f"a landed commit reported {outcome!r}"
+        assert outcome == stored  # CommitUnknownError inside, settled by the token: acknowledged
+
+
+@contextlib.contextmanager
+def _refused_once_after_it_landed(backend: HazelcastBackend) -> Iterator[list[bool]]:
+    """The next commit's send (the member's task, or the client's protocol) runs, and its reply is then replaced by
+    a refusal (a retryable error, taken for "never sent"): nbdb's own call wrapped. Yields ``[True]`` once done."""
+    name = "_send_commit_task" if backend.member_commit else "_commit_locked"
+    real = getattr(backend, name)
+    refused: list[bool] = []
+
+    def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+        out = real(*args, **kwargs)
+        if not refused:
+            refused.append(True)
+            raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+        return out
+
+    setattr(backend, name, landed_then_refused)
+    try:
+        yield refused
+    finally:
+        setattr(backend, name, real)
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_sent_again_after_it_was_decided_but_not_published_is_published_before_it_is_acknowledged(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The first send decided the commit and wrote its keys, its token's included, but ``head`` did not move (the
+    head's owner killed) and the reply came back as a refusal: the second send finds its token applied. It is
+    acknowledged once the commit is published (rolled forward: ``head`` at its revision), not before."""
+    from nbdb.backends.hazelcast._records import HEAD
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4&member_commit=0", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        parent = db.create(KitParent(name="p"))
+        before = _head(db)[0]
+        real_head, real_locked = backend._send_head, backend._commit_locked
+        sends: list[bool] = []
+
+        def head_not_moved(old: Any, new: bytearray) -> Any:
+            return backend.meta_async.get(HEAD)  # a request that moves nothing
+
+        def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+            sends.append(True)
+            if len(sends) > 1:
+                return real_locked(*args, **kwargs)
+            backend._send_head = head_not_moved  # type: ignore[method-assign]
+            try:
+                real_locked(*args, **kwargs)
+            finally:
+                backend._send_head = real_head  # type: ignore[method-assign]
+            assert _head(db)[0] == before  # decided and written, not published
+            raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+
+        backend._commit_locked = landed_then_refused  # type: ignore[method-assign]
+        updated = db.update(parent.model_copy(update={"size": 1}))
+        assert len(sends) == 2
+        assert _head(db)[0] == before + 1  # published before it was acknowledged
+        assert (updated.version, updated.size) == (2, 1)
+        backend._commit_locked = real_locked  # type: ignore[method-assign]
+        stored = db.get(KitParent, parent.id)
+        assert (stored.version, stored.size) == (2, 1)
+
+
 @pytest.mark.timeout(120)
 def test_concurrent_writers_give_a_dense_gap_free_stream(hazelcast_server: HazelcastServer) -> None:  # noqa: F811
     namespace = _ns()
@@ -637,6 +769,26 @@ def test_member_killed_during_writes_loses_nothing(healthy_cluster: HazelcastSer
         lock = threading.Lock()
 
         def write(worker: int) -> None:
+            try:
+                writes(worker)
+            except Exception as exc:
+                # Named in the assertions (a thread that died left ``failures`` empty: a CI run read as a hang).
+                failures.append(f"writer {worker} died: {exc!r}")
+                raise
+
+        def reread(id: uuid.UUID) -> KitParent:
+            """The counter as stored, read again through a transient outage (bounded: past it, the writer died)."""
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    return writer_db.get(KitParent, id)
+                except errors.BackendUnavailableError as exc:
+                    failures.append(f"re-read: {type(exc).__name__}")
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+
+        def writes(worker: int) -> None:
             counter = writer_db.create(KitParent(name=f"counter-{worker}"))
             with lock:
                 acknowledged[counter.id] = counter.size
@@ -650,7 +802,7 @@ def test_member_killed_during_writes_loses_nothing(healthy_cluster: HazelcastSer
                         obj = writer_db.create(KitParent(name=f"w{worker}-{i}"))
                 except errors.CommitUnknownError as exc:
                     failures.append(type(exc).__name__)
-                    counter = writer_db.get(KitParent, counter.id)  # re-read: the outcome is in the store
+                    counter = reread(counter.id)  # the outcome is in the store
                     continue
                 except errors.BackendUnavailableError as exc:
                     failures.append(type(exc).__name__)
@@ -678,6 +830,7 @@ def test_member_killed_during_writes_loses_nothing(healthy_cluster: HazelcastSer
             for thread in writers:
                 thread.join(30)
         log.info("writers resumed %.2fs after the kill; errors meanwhile: %s", resumed_after, failures)
+        assert not [f for f in failures if " died: " in f], failures
         # The 5 s target is measured (0.5-2.3 s here, and by nbdb soak); the test guards against a hang,
         # with room for a loaded machine.
         assert resumed_after < 15.0, f"writers stalled {resumed_after:.1f}s after the kill ({failures})"
@@ -1162,3 +1315,59 @@ def test_threads_reading_at_once_keep_the_clients_reactor_wake_up(hazelcast_serv
             ],
             before=before,
         )
+
+
+@pytest.mark.timeout(180)
+def test_a_member_commit_waiting_on_a_frozen_member_is_given_up_within_twice_the_timeout(
+    healthy_cluster: HazelcastServer,
+) -> None:
+    """``timeout`` bounds "a commit and its outcome settling" (docs/backends/hazelcast.md). A commit run as a task in
+    the member owning the commit lock waits for the task's reply with no bound (``_send_commit_task``:
+    ``pending.result()``): the client's heartbeat ends only a request to a member that does not answer, and the
+    lock's owner answers heartbeats while its task waits on another member, frozen (SIGSTOP), that holds a
+    partition (or a backup) the commit reads or writes: it ends only once the members drop the frozen one (3 s in
+    the harness, 60 s in a stock member: 2.5-4.1 s measured here from the freeze). nbdb's ``timeout`` (and the
+    retry deadline it sets) is made 0.5 s after the connect (the client's heartbeat, 2 s, keeps its connections
+    steady on a loaded machine): each create below should end (any outcome: applied, BackendUnavailableError,
+    CommitUnknownError) within about 2 x timeout (asserted: 1.8 s); the first outlives it."""
+    import dataclasses
+
+    with nbdb.connect(healthy_cluster.url + "?timeout=2", namespace=_ns()) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        backend.config = dataclasses.replace(backend.config, timeout=0.5)  # type: ignore[misc]
+        backend.retry = backend.retry.replace(deadline=0.5)
+        db.create(KitParent(name="warm"))
+        assert backend.member_commit
+        owner = _owner_of_head(backend, healthy_cluster, "commit")
+        head_owner = _owner_of_head(backend, healthy_cluster)
+        victim = head_owner if head_owner is not owner else next(m for m in healthy_cluster.members if m is not owner)
+        took: list[float] = []
+        outcomes: list[str] = []
+        stop = threading.Event()
+
+        def creates() -> None:
+            for i in range(5):
+                if stop.is_set():
+                    return
+                started = time.monotonic()
+                try:
+                    db.create(KitParent(name=f"c{i}"))
+                    outcomes.append("applied")
+                except errors.NbdbError as exc:
+                    outcomes.append(type(exc).__name__)
+                took.append(time.monotonic() - started)
+
+        writer = threading.Thread(target=creates, daemon=True)
+        victim.pause()
+        try:
+            writer.start()
+            writer.join(15)
+        finally:
+            stop.set()
+            victim.resume()
+            victim.kill()  # out of the cluster by now: the fixture starts it again
+        writer.join(60)
+        log.info("creates beside a frozen member took %s: %s", [round(t, 2) for t in took], outcomes)
+        assert not writer.is_alive(), f"a create still waits after 15 s ({took}, {outcomes})"
+        assert max(took) < 1.8, f"creates took {[round(t, 2) for t in took]} s with timeout=0.5 ({outcomes})"

@@ -444,7 +444,7 @@ def _commit_for(db: nbdb.Database, parent: KitParent, seconds: float) -> KitPare
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("probes", [0, None], ids=["none", "default"])
+@pytest.mark.parametrize("probes", [0, 1, None], ids=["none", "one", "default"])
 def test_a_connect_opens_the_probe_window_a_membership_change_does_unless_member_probes_is_0(
     stock_server: HazelcastServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -462,7 +462,7 @@ def test_a_connect_opens_the_probe_window_a_membership_change_does_unless_member
     monkeypatch.setattr(_backend, "_REPROBE_FIRST", 0.01, raising=False)
     monkeypatch.setattr(_backend, "_REPROBE_MAX", 0.04, raising=False)
     options: dict[str, Any] = {} if probes is None else {"member_probes": probes}
-    expected = 6 if probes is None else 0
+    expected = 6 if probes is None else max(probes - 1, 0)  # 1: the connect's probe is the whole window, as 0
     before = _refusals_logged(stock_server)
     with nbdb.connect(stock_server.url, namespace=_ns(), **options) as db:
         backend = db.backend
@@ -477,7 +477,7 @@ def test_a_connect_opens_the_probe_window_a_membership_change_does_unless_member
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("probes", [0, 2, None], ids=["none", "two", "default"])
+@pytest.mark.parametrize("probes", [0, 1, 2, None], ids=["none", "one", "two", "default"])
 def test_member_probes_bounds_the_probes_after_a_membership_change(
     stock_server: HazelcastServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -485,7 +485,8 @@ def test_member_probes_bounds_the_probes_after_a_membership_change(
 ) -> None:
     """``member_probes=N``: a membership change (the client's listener called, as a member joining or leaving
     calls it) brings N probes at most, the first at the next commit, then on the back-off (shortened here);
-    0: none, and no listener. The connect's window (its probe and N - 1 after it) is let run out first.
+    0: none, and no listener; 1: one (where 0 and 1 both send the connect's probe only at connect). The connect's
+    window (its probe and N - 1 after it) is let run out first.
     The option did not exist before (ValidationError: unknown option)."""
     from nbdb.backends.hazelcast import _backend
 
@@ -509,6 +510,41 @@ def test_member_probes_bounds_the_probes_after_a_membership_change(
             assert not backend.member_commit and backend._reprobe_at is None
         assert db.get(KitParent, parent.id) == parent
     assert _refusals_after(stock_server, before, 1 + connects + 2 * expected) == 1 + connects + 2 * expected
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("probes", "said"),
+    [
+        (0, "not asked again: member_probes=0"),
+        (
+            1,
+            "not asked again until a member joins or leaves: the window of probes the connect or the last "
+            "membership change opened (member_probes=1) is used up",
+        ),
+        (None, "asked again at the first commit 1s from now"),
+    ],
+    ids=["none", "used-up", "default"],
+)
+def test_the_log_of_member_commits_turned_off_says_when_they_are_asked_for_again(
+    stock_server: HazelcastServer,
+    caplog: pytest.LogCaptureFixture,
+    probes: int | None,
+    said: str,
+) -> None:
+    """A task refused or handed back turns member commits off and logs when they are asked for again. It said
+    "asked again within N s" even when no probe was left in the window (or member_probes=0): none would come
+    until a member joined or left (or ever). A stock member: the probe that tells why finds no code."""
+    options: dict[str, Any] = {} if probes is None else {"member_probes": probes}
+    with nbdb.connect(stock_server.url, namespace=_ns(), **options) as db:
+        backend = db.backend
+        assert isinstance(backend, HazelcastBackend)
+        backend._reprobe_delay = 1.0  # as after a connect, whatever ran before
+        with caplog.at_level(logging.WARNING, logger="nbdb.backends.hazelcast._backend"):
+            assert not backend._member_code_present()
+        logged = [r.getMessage() for r in caplog.records]
+        assert [m.partition("go back to six round trips (")[2][:-1] for m in logged if "go back to" in m] == [said]
+        assert (backend._reprobe_at is None) == (probes is not None)
 
 
 @pytest.mark.timeout(60)

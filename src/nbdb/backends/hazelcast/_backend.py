@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -54,6 +55,7 @@ from nbdb.families.kv import (
 from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
+from nbdb.families.kvtypes import APPLIED as TOKEN_APPLIED
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
 from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
@@ -1061,8 +1063,9 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _commit_retrying(self, commits: Sequence[KeyCommit]) -> list[Outcome]:
         topics = self._new_topics(commits)  # registered from a reply of the commit (see _register_from_reply)
+        sends = _Sends(secrets.token_hex(TOKEN_BYTES // 2))
         if self.member_commit:
-            outcomes = self._member_commit_retrying(commits, topics)
+            outcomes = self._member_commit_retrying(commits, topics, sends)
             if outcomes is not None:
                 return outcomes
             self.member_fallbacks += 1
@@ -1079,12 +1082,19 @@ class HazelcastBackend(ChangeLogBackend):
                     # The lease entry's lock keeps its holder from releasing or renewing it until we are done.
                     held.enter_context(self._key_lock(self._lease_async, name, self.config.commit_lease))
                 with self._commit_lock(partial(self._send_reads, conditions, keys, topics)) as lock:
-                    return self._commit_locked(commits, conditions, keys, lock)
+                    return self._commit_locked(commits, conditions, keys, lock, sends)
 
-        return self._retrying(attempt)
+        return self._retrying(attempt, sends)
 
-    def _retrying(self, attempt: Callable[[], T]) -> T:
-        """``attempt()``, again under the retry policy while it fails having certainly not committed."""
+    def _retrying(self, attempt: Callable[[], T], sends: _Sends) -> T:
+        """``attempt()``, again under the retry policy while it fails as "not applied".
+
+        A refusal (``_REFUSED``) is taken for "never ran", and the commit is sent again (an earlier send that
+        landed after all is then acknowledged: see :func:`_landed_before`). But Hazelcast answers some requests
+        that ran with such an error: once the policy runs out, a commit one of whose sends got no reply that
+        settled it (``sends.unsettled``) ends as CommitUnknownError, which the family settles by its token,
+        never as a plain BackendUnavailableError ("not applied", docs/semantics.md).
+        """
         attempts = self.retry.begin()
         while True:
             try:
@@ -1093,11 +1103,21 @@ class HazelcastBackend(ChangeLogBackend):
                 raise
             except errors.BackendUnavailableError as exc:
                 if not attempts.wait():
+                    if sends.unsettled:
+                        raise errors.CommitUnknownError(
+                            f"hazelcast at {self.config.where}: a send of the commit was refused, and Hazelcast "
+                            f"refuses some requests that ran ({exc})"
+                        ) from None
                     raise
                 log.debug("hazelcast: commit not applied (%s); retrying", exc)
 
     def _commit_locked(
-        self, commits: Sequence[KeyCommit], conditions: Sequence[Condition], keys: set[str], lock: _Held
+        self,
+        commits: Sequence[KeyCommit],
+        conditions: Sequence[Condition],
+        keys: set[str],
+        lock: _Held,
+        sends: _Sends,
     ) -> list[Outcome]:
         """Read, decide (the log entry), apply, publish ``head``; each commit's revision, or None if it failed.
 
@@ -1125,22 +1145,35 @@ class HazelcastBackend(ChangeLogBackend):
             redo: list[Redo] = []
             changes: list[KeyChange] = []
             outcomes: list[Outcome] = []
+            landed = False
             for commit in commits:
                 ttls = {commit.token.key: commit.token.ttl} if commit.token is not None else {}
                 planned = _plan(commit, ttls, reads, revision)
-                outcomes.append(None if planned is None else revision)
-                if planned is not None:
-                    redo += planned[0]
-                    changes += planned[1]
-            # A failed condition stands, unless a decided commit is still unapplied (its client died).
-            if None in outcomes and self._roll_forward(revision, head_raw):
+                if planned is None:
+                    # An earlier send of this very commit may have landed (see _landed_before).
+                    token = commit.token
+                    before = _landed_before(
+                        commit, None if token is None else decode_kv(token.key, reads[0].get(token.key))
+                    )
+                    landed = landed or before is not None
+                    outcomes.append(before)
+                    continue
+                outcomes.append(revision)
+                redo += planned[0]
+                changes += planned[1]
+            # A failed condition stands, unless a decided commit is still unapplied (its client died, or one of these
+            # landed before, at ``revision``, not yet published): applied first, then planned again. So a commit
+            # that landed before is acknowledged at a revision ``head`` has reached.
+            if (None in outcomes or landed) and self._roll_forward(revision, head_raw):
                 continue
             if revision not in outcomes:
+                self._acknowledged(outcomes, sends.anchor)
                 return outcomes
-            anchor = secrets.token_hex(TOKEN_BYTES // 2)
+            anchor = sends.anchor
             objects = [c for c in changes if c.key.startswith(self._object_prefix)]
             entry = encode_entry(anchor, objects, redo)
             new_head = encode_head(revision, anchor)
+            sends.unsettled += 1  # until a reply settles this send
             decided = self.gate.send(partial(self.log_async.put_if_absent, revision, entry))
             # Applied and published only if the entry was ours, each sent from the previous reply's callback.
             done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
@@ -1155,6 +1188,7 @@ class HazelcastBackend(ChangeLogBackend):
                 ) from None
             if taken is not None:
                 # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
+                sends.unsettled -= 1  # this send wrote nothing
                 self._reply(done)
                 self._roll_forward(revision, head_raw)
                 continue
@@ -1165,11 +1199,18 @@ class HazelcastBackend(ChangeLogBackend):
                     f"hazelcast at {self.config.where}: commit {revision} is decided but applying it failed "
                     f"({exc}); the next commit applies it"
                 ) from None
-            self._committed(revision, anchor)
+            self._acknowledged(outcomes, anchor)
             return outcomes
         raise errors.BackendUnavailableError(
             f"hazelcast at {self.config.where}: commits of other clients kept taking the next revision"
         )
+
+    def _acknowledged(self, outcomes: Sequence[Outcome], anchor: str) -> None:
+        """:meth:`_committed` for each revision ``outcomes`` acknowledge: this send's, and that of an earlier send
+        that landed (see :func:`_landed_before`; every send of one call writes the same ``anchor``), so that
+        ``token_of`` knows this client's own commit however its reply came."""
+        for landed in sorted({r for r in outcomes if isinstance(r, int)}):
+            self._committed(landed, anchor)
 
     def _committed(self, revision: int, anchor: str) -> None:
         """After a commit of ours is applied at ``revision``: remember its token, trim the log now and then."""
@@ -1177,7 +1218,9 @@ class HazelcastBackend(ChangeLogBackend):
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
 
-    def _member_commit_retrying(self, commits: Sequence[KeyCommit], topics: set[str]) -> list[Outcome] | None:
+    def _member_commit_retrying(
+        self, commits: Sequence[KeyCommit], topics: set[str], sends: _Sends
+    ) -> list[Outcome] | None:
         """The commits as one task run in the member owning the commit lock; None: commit with the client's protocol.
 
         One round trip. The task runs the protocol of :meth:`_commit_locked` in the member
@@ -1186,32 +1229,33 @@ class HazelcastBackend(ChangeLogBackend):
         have decided the commits: CommitUnknownError, settled by the commit tokens as on the
         client's path.
         """
-        anchor = secrets.token_hex(TOKEN_BYTES // 2)
         task = CommitTask(
             (self._kv_name, self._log_name, self._meta_name, self._lease_name),
             self._object_prefix,
-            anchor,
+            sends.anchor,
             self.config.commit_lease,
             self.config.timeout / 2,
             commits,
         )
 
         def attempt() -> list[int] | None:
-            reply = self._send_commit_task(task, topics)
+            reply = self._send_commit_task(task, topics, sends)
             if reply is not None and reply[0] == BUSY:  # nothing was written
+                sends.unsettled -= 1
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: the commit lock was not granted "
                     f"within {self.config.timeout / 2}s"
                 )
             return reply
 
-        reply = self._retrying(attempt)
+        reply = self._retrying(attempt, sends)
         if reply is None:
             return None
         if reply[0] == FALLBACK:
             # Data nbdb did not write, a decided commit to roll forward, or a member of another protocol
             # (one of protocol 1 hands back a task with a condition kind it does not know, nothing written):
             # asked again, so that such a member costs one task, not one more round trip every commit.
+            sends.unsettled -= 1  # handed back having written nothing
             self._member_code_present()
             return None
         if reply[0] != APPLIED:  # pragma: no cover - the task replies nothing else
@@ -1220,11 +1264,44 @@ class HazelcastBackend(ChangeLogBackend):
         outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
         if revision in outcomes:
             self.member_commits += 1
-            self._committed(revision, anchor)
+        outcomes = self._landed_before_any(commits, outcomes)
+        self._acknowledged(outcomes, sends.anchor)
         return outcomes
 
-    def _send_commit_task(self, task: CommitTask, topics: set[str]) -> list[int] | None:
-        """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code."""
+    def _landed_before_any(self, commits: Sequence[KeyCommit], outcomes: list[Outcome]) -> list[Outcome]:
+        """``outcomes`` of a member's task, each failed commit that an earlier send of it applied given that
+        revision instead (see :func:`_landed_before`): a read of their tokens, only when some failed.
+
+        The task's reply says only which commits' conditions held. A read that fails cannot tell a
+        conflict from a commit that landed: CommitUnknownError, which the family settles by the token.
+        """
+        failed = [
+            i
+            for i, (commit, outcome) in enumerate(zip(commits, outcomes, strict=True))
+            if outcome is None and commit.token is not None and commit.puts.get(commit.token.key) == TOKEN_APPLIED
+        ]
+        if not failed:
+            return outcomes
+        try:
+            tokens = self.get_keys([commits[i].token.key for i in failed])  # type: ignore[union-attr]
+        except errors.BackendUnavailableError as exc:
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: a commit run in the member failed its conditions and "
+                f"whether an earlier send of it had landed could not be read ({exc})"
+            ) from None
+        landed = list(outcomes)
+        for i, found in zip(failed, tokens, strict=True):
+            landed[i] = _landed_before(commits[i], found)
+        return landed
+
+    def _send_commit_task(self, task: CommitTask, topics: set[str], sends: _Sends) -> list[int] | None:
+        """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code.
+
+        The reply (and the gated read the task may leave after) is waited for at most ``timeout``: the client
+        fails a request to a member that does not answer, but the lock's owner answers its heartbeats while the
+        task waits on another member, frozen, until the members drop that one (60 s stock). Given up on before
+        it left, the task is never sent (BackendUnavailableError); after, CommitUnknownError.
+        """
         # One thread of this backend sends at a time (see _commit_lock).
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
@@ -1232,9 +1309,15 @@ class HazelcastBackend(ChangeLogBackend):
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
             sent: list[bool] = []
+            given_up: list[bool] = []
+            guard = threading.Lock()
 
             def send_task(_: Any) -> Any:
-                sent.append(True)
+                with guard:  # given up on (below) before it left: never sent
+                    if given_up:
+                        raise hzerrors.OperationTimeoutError("the commit task was given up on before it was sent")
+                    sent.append(True)
+                    sends.unsettled += 1  # until a reply settles this send
                 return self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
 
             # The task leaves from a reply's callback (the reactor's thread, which wakes nothing): that of a read
@@ -1249,8 +1332,10 @@ class HazelcastBackend(ChangeLogBackend):
                     lambda: self.meta_async.get(TRIM), lambda marker: self.then_send(marker, send_task)
                 )
             self._register_from_reply(pending, topics)
-            return list(pending.result())
+            return list(self.gate.result(pending, self.config.timeout))
         except hzerrors.HazelcastError as exc:
+            with guard:
+                given_up.append(True)
             if not sent:
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: the read sent before a commit task failed ({exc}); "
@@ -1262,6 +1347,7 @@ class HazelcastBackend(ChangeLogBackend):
             if isinstance(exc, hzerrors.HazelcastSerializationError) and not self._member_code_present():
                 # The member refused the task unread (a member that joined without the jar, or with one of
                 # another protocol): nothing ran.
+                sends.unsettled -= 1
                 return None
             raise errors.CommitUnknownError(
                 f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
@@ -1283,14 +1369,26 @@ class HazelcastBackend(ChangeLogBackend):
             if list(reply)[:1] == [PROTOCOL]:
                 return True
             why = f"the member owning the commit lock speaks protocol {list(reply)[:1]}, this client {PROTOCOL}"
+        self._member_commit_off()
         log.warning(
-            "hazelcast at %s: %s: commits go back to six round trips (asked again within %gs)",
+            "hazelcast at %s: %s: commits go back to six round trips (%s)",
             self.config.where,
             why,
-            self._reprobe_delay,
+            self._when_asked_again(),
         )
-        self._member_commit_off()
         return False
+
+    def _when_asked_again(self) -> str:
+        """When member commits, just turned off, are asked for again (:meth:`_member_commit_off`), for a log line."""
+        due = self._reprobe_at
+        if due is not None:
+            return f"asked again at the first commit {math.ceil(max(0.0, due - time.monotonic()))}s from now"
+        if self._members_listener is None:
+            return "not asked again: member_probes=0"
+        return (
+            "not asked again until a member joins or leaves: the window of probes the connect or the last "
+            f"membership change opened (member_probes={self.config.member_probes}) is used up"
+        )
 
     def _member_commit_off(self) -> None:
         """Commit with the client's own protocol until a re-probe, due after the back-off, finds the code again
@@ -1653,6 +1751,17 @@ class HazelcastBackend(ChangeLogBackend):
             log.debug("hazelcast: error while shutting the client down", exc_info=True)
 
 
+class _Sends:
+    """What the sends of one commit (or group) share: the anchor of its log entry, and how many sends got no reply
+    that settled them (sent, then refused or unanswered: each may have run; see :meth:`HazelcastBackend._retrying`)."""
+
+    __slots__ = ("anchor", "unsettled")
+
+    def __init__(self, anchor: str) -> None:
+        self.anchor = anchor
+        self.unsettled = 0
+
+
 class _Held:
     """A held key lock and what the grant's callback sent (``follow``)."""
 
@@ -1738,6 +1847,23 @@ def _plan(
             redo.append(Redo(key, bytes(raw), None, 0.0))
             changes.append(KeyChange(key, None, 0, previous.value, previous.version, revision))
     return redo, changes
+
+
+def _landed_before(commit: KeyCommit, token: KeyValue | None) -> int | None:
+    """The revision an earlier send of ``commit`` applied it at, read from its token key (``token``), or None.
+
+    A commit whose conditions failed may have failed on its own writes: Hazelcast answers some requests that
+    ran with an error taken as "never ran" (a retryable one: the member-side write to a member just killed,
+    a migrating partition), and the client itself, as well as the retry policy, sends such a request again.
+    Its commit token (written only by it, see ``KeyCommit.with_token_key``) then holds "applied": the commit
+    is in, at the token's revision, and a ConflictError would report a write the store holds as refused
+    (both writers of ``test_member_killed_during_writes_loses_nothing`` once died of it). A commit that does
+    not write its token as applied (a settle voiding one) is taken at its word.
+    """
+    key = None if commit.token is None else commit.token.key
+    if key is None or token is None or commit.puts.get(key) != TOKEN_APPLIED or token.value != TOKEN_APPLIED:
+        return None
+    return token.mod_revision
 
 
 def _java_literal(text: str) -> str:
