@@ -1182,7 +1182,7 @@ class HazelcastBackend(ChangeLogBackend):
             except hzerrors.HazelcastError as exc:
                 failure = ERRORS.classify(exc, f"at {self.config.where}")
                 if failure.unsent or not failure.retryable:
-                    raise failure.error from None  # certainly not decided: the retry policy may send it again
+                    raise failure.error from None  # answered as refused (it may have run: `sends` keeps it counted)
                 raise errors.CommitUnknownError(
                     f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
                 ) from None
