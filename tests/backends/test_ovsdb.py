@@ -1007,14 +1007,15 @@ def test_a_refused_switch_delete_names_every_port_holding_it(db: nbdb.Database) 
     assert db.get(LogicalSwitch, sw.id) == sw
 
 
-def test_a_holder_no_object_of_the_namespace_leaves_the_referrers_unnamed(
+def test_a_holder_no_object_of_the_namespace_is_named_with_the_others(
     server: OvsdbModelsServer, db: nbdb.Database
 ) -> None:
-    # Another client's port (no nbdb namespace) in the switch's ports: the replica holds its row but no
-    # object of this namespace, so the port named is not every referrer, and the error claims none.
+    # Another client's port (no nbdb namespace) in the switch's ports: no object of this namespace, so the
+    # replica cannot name it; the server's rows, selected on the refusal, do: the error names both ports, the
+    # foreign one as unseen (it left both None, and the switch's delete was committed a second time).
     sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
     port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
-    _foreign_transact(
+    result = _foreign_transact(
         server,
         [
             {
@@ -1031,9 +1032,16 @@ def test_a_holder_no_object_of_the_namespace_leaves_the_referrers_unnamed(
             },
         ],
     )
+    foreign = (LogicalSwitchPort.nbdb_table, uuid.UUID(result[0]["uuid"][1]))
+    sent = _sent_deletes(db)
     with pytest.raises(nbdb.ReferenceError, match=str(port.id)) as refused:
         db.delete(sw)
-    assert refused.value.target is None and refused.value.referrers is None
+    assert refused.value.target == (LogicalSwitch.nbdb_table, sw.id)
+    assert sorted(refused.value.referrers or (), key=str) == sorted(
+        [(LogicalSwitchPort.nbdb_table, port.id), foreign], key=str
+    )
+    assert refused.value.unseen == (foreign,)
+    assert len(sent) == 1, sent
 
 
 def test_a_column_no_model_follows_that_points_to_the_target_leaves_the_referrers_unnamed(
@@ -1064,13 +1072,13 @@ def test_a_column_no_model_follows_that_points_to_the_target_leaves_the_referrer
 # ---------------------------------------------------------------------------- review (wip/rev20)
 
 
-def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_leaves_the_referrers_unnamed(
+def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_is_named_too(
     server: OvsdbModelsServer, db: nbdb.Database
 ) -> None:
     # A namespaced Database's replica is filtered on the server by nbdb:ns: another client's port (no
     # namespace, in its own switch) naming the HA chassis group never reaches it. The server's wait refuses
-    # the delete for both ports, and the error must not claim the one it can see is every referrer
-    # (docs/backends/ovsdb.md: "another client's row holding the target ... leaves them None").
+    # the delete for both ports, and the error must not claim the one it can see is every referrer: it
+    # names both (the server's rows, selected on the refusal), or none.
     from nbdb.models import HAChassisGroup
 
     group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
@@ -1094,7 +1102,7 @@ def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_leaves_
     )
     with pytest.raises(nbdb.ReferenceError, match=str(mine.id)) as refused:
         db.delete(group)
-    assert refused.value.referrers is None, (
+    assert refused.value.referrers is None or len(refused.value.referrers) == 2, (
         f"claims every referrer, missing the foreign port: {refused.value.referrers}"
     )
 
@@ -1171,3 +1179,94 @@ def test_a_newer_schemas_enum_value_is_not_written_where_the_server_checks_no_en
         db.create(chassis)
     assert db.list(Chassis) == []
     assert db.create(chassis.replace(encap_type="vxlan")).encap_type == EncapType.VXLAN
+
+
+# ---------------------------------------------------------------------------- foreign referrers (wip/ovsrefs)
+
+
+def _sent_deletes(db: nbdb.Database) -> list[list[Any]]:
+    """The commits ``db``'s backend sends from now on that delete rows (each commit's ops): the refused ones too."""
+    backend = db.backend
+    sent: list[list[Any]] = []
+    real = backend._grouped  # type: ignore[attr-defined]
+
+    def grouped(database: str, ops: list[Any], *args: Any) -> Any:
+        if any(op.get("op") == "delete" for op in ops):
+            sent.append(ops)
+        return real(database, ops, *args)
+
+    backend.__dict__["_grouped"] = grouped
+    return sent
+
+
+def test_a_namespaced_delete_refused_by_a_raw_clients_row_names_it_after_one_commit(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # Another client's port (no nbdb namespace: ovn-nbctl's) names this namespace's HA chassis group; the
+    # namespaced replica never sees it (the server filters its rows). The refusal is confirmed on the server
+    # (a select of the columns pointing to the group), so the error names that port as every referrer, and a
+    # port is neither weak nor owned by the group: the refusal stands after the one commit (it named none,
+    # and the same plan was committed and refused a second time).
+    from nbdb.models import HAChassisGroup
+
+    group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
+    result = _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Logical_Switch_Port",
+                "row": {"name": f"f-{uuid.uuid4().hex[:8]}", "ha_chassis_group": ["uuid", str(group.id)]},
+                "uuid-name": "p",
+            },
+            {
+                "op": "insert",
+                "table": "Logical_Switch",
+                "row": {"name": f"fsw-{uuid.uuid4().hex[:8]}", "ports": ["set", [["named-uuid", "p"]]]},
+            },
+        ],
+    )
+    foreign = uuid.UUID(result[0]["uuid"][1])
+    sent = _sent_deletes(db)
+    with pytest.raises(nbdb.ReferenceError, match=str(foreign)) as refused:
+        db.delete(group)
+    assert refused.value.target == (HAChassisGroup.nbdb_table, group.id)
+    assert refused.value.referrers == ((LogicalSwitchPort.nbdb_table, foreign),)
+    assert refused.value.unseen == ((LogicalSwitchPort.nbdb_table, foreign),)
+    assert len(sent) == 1, sent
+    assert db.get(HAChassisGroup, group.id) == group
+
+
+def test_a_namespaced_delete_refused_by_another_namespaces_row_names_it_and_its_own(server: OvsdbModelsServer) -> None:
+    # A port of another namespace and one of this namespace hold the group: both are named, the one this
+    # Database cannot read among them, and the refusal stands after one commit.
+    from nbdb.models import HAChassisGroup
+
+    with (
+        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as db,
+        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other,
+    ):
+        group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
+        sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+        mine = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}", ha_chassis_group=group.id))
+        osw = other.create(LogicalSwitch(name=f"osw-{uuid.uuid4().hex[:8]}"))
+        theirs = other.create(
+            LogicalSwitchPort(switch=osw, name=f"o-{uuid.uuid4().hex[:8]}", ha_chassis_group=group.id)
+        )
+        sent = _sent_deletes(db)
+        with pytest.raises(nbdb.ReferenceError, match=str(theirs.id)) as refused:
+            db.delete(group)
+        assert refused.value.target == (HAChassisGroup.nbdb_table, group.id)
+        assert sorted(refused.value.referrers or (), key=str) == sorted(
+            [(LogicalSwitchPort.nbdb_table, mine.id), (LogicalSwitchPort.nbdb_table, theirs.id)], key=str
+        )
+        assert refused.value.unseen == ((LogicalSwitchPort.nbdb_table, theirs.id),)
+        assert len(sent) == 1, sent
+        other.delete(theirs)
+        with pytest.raises(nbdb.ReferenceError) as refused:
+            db.delete(group)
+        assert refused.value.referrers == ((LogicalSwitchPort.nbdb_table, mine.id),)
+        db.delete(mine)
+        db.delete(group)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(HAChassisGroup, group.id)

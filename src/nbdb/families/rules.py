@@ -315,13 +315,19 @@ def deleted_alongside(source: RefKey, target: RefKey) -> errors.ReferenceError:
     return errors.ReferenceError(f"{_name(source)} references {_name(target)}, deleted in the same transaction")
 
 
-def still_referenced(target: RefKey, referrers: Sequence[RefKey], *, every: bool = False) -> errors.ReferenceError:
+def still_referenced(
+    target: RefKey, referrers: Sequence[RefKey], *, every: bool = False, unseen: Sequence[RefKey] = ()
+) -> errors.ReferenceError:
     """A delete of an object that others still point to; ``every``: ``referrers`` are all the store found
-    still pointing to it (the error carries them, see :class:`nbdb.errors.ReferenceError`)."""
+    still pointing to it (the error carries them, see :class:`nbdb.errors.ReferenceError`); ``unseen``:
+    those of them the caller's Database cannot read (carried only with ``every``)."""
     names = ", ".join(_name(source) for source in referrers[:5])
     more = f" and {len(referrers) - 5} more" if len(referrers) > 5 else ""
+    # (None named: rows the store refused it for that it could not name, another client's or namespace's.)
+    by = f" by {names}{more}" if names else ""
     return errors.ReferenceError(
-        f"{_name(target)} is still referenced by {names}{more}; delete those first or pass cascade=True",
+        f"{_name(target)} is still referenced{by}; delete those first or pass cascade=True",
         target=target if every else None,
         referrers=tuple(referrers) if every else None,
+        unseen=tuple(unseen) if every else (),
     )

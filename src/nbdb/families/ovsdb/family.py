@@ -40,6 +40,7 @@ from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_co
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
+from nbdb.families.ovsdb.holders import holder_queries, holders_found
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
 from nbdb.families.ovsdb.ops import wait
@@ -680,13 +681,21 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # (a port deleted with its switch) hold the target no more once it is applied, so they are
                 # no holders to name, as the other stores name only what would still point to it (they
                 # still count as accounted for when asking whether the rest is every holder).
+                # When the replica cannot tell (a namespace's: another namespace's or client's rows never
+                # reach it), the server's rows do: see _held_on_server.
                 self._sync(plan.db)
+                going = {why[1] for why in plan.reasons if why[0] == "delete"}
+                unseen: list[RefKey] = []
                 with self.replica.cond:
                     found = self.replica.referrer_keys(*detail)
-                    going = {why[1] for why in plan.reasons if why[0] == "delete"}
-                    refs = sorted((ref for ref in found if ref not in going), key=str)
-                    every = bool(refs) and self.replica.names_every_referrer(detail[0], detail[1], found)
-                return rules.still_referenced(detail, refs, every=every)
+                    every = self.replica.names_every_referrer(detail[0], detail[1], found)
+                if not every:
+                    held = self._held_on_server(detail)
+                    if held is not None:
+                        (found, unseen), every = held, True
+                refs = sorted((ref for ref in found if ref not in going), key=str)
+                unseen = [ref for ref in unseen if ref not in going]
+                return rules.still_referenced(detail, refs, every=every and bool(refs), unseen=unseen)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
@@ -696,6 +705,30 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
             )
         return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    def _held_on_server(self, target: RefKey) -> tuple[list[RefKey], list[RefKey]] | None:
+        """Every object holding ``target`` as the server's rows show them, and those of them this client's
+        replica does not show (another namespace's or client's rows); None when they cannot be named (see
+        :func:`.holders.holders_found`) or the server cannot be asked now.
+
+        One transaction of one ``select`` per column that can hold it, on a refusal only (see
+        :mod:`.holders`): the replica, synced before, shows every holder of this namespace it selects.
+        """
+        queried = holder_queries(self.mapping, *target)
+        if queried is None:
+            return None
+        db, queries = queried
+        try:
+            replies = self._transact(db, [query.op for query in queries])
+        except errors.NbdbError:
+            return None
+        if results.check(replies) is not None:
+            return None
+        replica = self.replica
+        with replica.cond:
+            return holders_found(
+                self.mapping, db, target[1], queries, replies, lambda t, i: replica.record(t, i) is not None
+            )
 
     def _holders(self, db: str, failure: results.OperationError) -> str:
         """The rows whose strong references made the server refuse a delete, as text to add to its error.
