@@ -1072,6 +1072,27 @@ def test_a_column_no_model_follows_that_points_to_the_target_leaves_the_referrer
 # ---------------------------------------------------------------------------- review (wip/rev20)
 
 
+def _foreign_port_of(server: OvsdbModelsServer, group: uuid.UUID) -> uuid.UUID:
+    """Another client's port (no nbdb namespace, in its own switch) naming HA chassis group ``group``: its id."""
+    result = _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Logical_Switch_Port",
+                "row": {"name": f"f-{uuid.uuid4().hex[:8]}", "ha_chassis_group": ["uuid", str(group)]},
+                "uuid-name": "p",
+            },
+            {
+                "op": "insert",
+                "table": "Logical_Switch",
+                "row": {"name": f"fsw-{uuid.uuid4().hex[:8]}", "ports": ["set", [["named-uuid", "p"]]]},
+            },
+        ],
+    )
+    return uuid.UUID(result[0]["uuid"][1])
+
+
 def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_is_named_too(
     server: OvsdbModelsServer, db: nbdb.Database
 ) -> None:
@@ -1084,22 +1105,7 @@ def test_review_a_foreign_row_s_column_holding_the_target_in_a_namespace_is_name
     group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
     sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
     mine = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}", ha_chassis_group=group.id))
-    _foreign_transact(
-        server,
-        [
-            {
-                "op": "insert",
-                "table": "Logical_Switch_Port",
-                "row": {"name": f"f-{uuid.uuid4().hex[:8]}", "ha_chassis_group": ["uuid", str(group.id)]},
-                "uuid-name": "p",
-            },
-            {
-                "op": "insert",
-                "table": "Logical_Switch",
-                "row": {"name": f"fsw-{uuid.uuid4().hex[:8]}", "ports": ["set", [["named-uuid", "p"]]]},
-            },
-        ],
-    )
+    _foreign_port_of(server, group.id)
     with pytest.raises(nbdb.ReferenceError, match=str(mine.id)) as refused:
         db.delete(group)
     assert refused.value.referrers is None or len(refused.value.referrers) == 2, (
@@ -1210,23 +1216,7 @@ def test_a_namespaced_delete_refused_by_a_raw_clients_row_names_it_after_one_com
     from nbdb.models import HAChassisGroup
 
     group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
-    result = _foreign_transact(
-        server,
-        [
-            {
-                "op": "insert",
-                "table": "Logical_Switch_Port",
-                "row": {"name": f"f-{uuid.uuid4().hex[:8]}", "ha_chassis_group": ["uuid", str(group.id)]},
-                "uuid-name": "p",
-            },
-            {
-                "op": "insert",
-                "table": "Logical_Switch",
-                "row": {"name": f"fsw-{uuid.uuid4().hex[:8]}", "ports": ["set", [["named-uuid", "p"]]]},
-            },
-        ],
-    )
-    foreign = uuid.UUID(result[0]["uuid"][1])
+    foreign = _foreign_port_of(server, group.id)
     sent = _sent_deletes(db)
     with pytest.raises(nbdb.ReferenceError, match=str(foreign)) as refused:
         db.delete(group)

@@ -35,7 +35,9 @@ def test_a_ports_holders_are_asked_in_the_weak_column_a_plan_waits_for_not_in_it
 
 
 @given(st.lists(st.uuids(), max_size=4, unique=True), st.lists(st.booleans(), min_size=4, max_size=4))
-def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(ids: list[uuid.UUID], shown: list[bool]) -> None:
+def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(
+    ids: list[uuid.UUID], shown: list[bool]
+) -> None:
     target = uuid.uuid4()
     db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, target) or ("", [])
     visible = {i for i, s in zip(ids, shown, strict=False) if s}

@@ -126,7 +126,9 @@ def holders_found(
     return list(found), unseen
 
 
-def _named(mapping: Mapping_, db: str, db_table: str, id: uuid.UUID, shown: Callable[[str, uuid.UUID], bool]) -> RefKey | None:
+def _named(
+    mapping: Mapping_, db: str, db_table: str, id: uuid.UUID, shown: Callable[[str, uuid.UUID], bool]
+) -> RefKey | None:
     maps = mapping.by_db_table.get((db, db_table), ())
     for tm in maps:
         if shown(tm.table, id):
@@ -158,4 +160,3 @@ def _map_holds(cell: Any, text: str, query: HolderQuery) -> bool:
         if (query.map_key and _atom(pair[0]) == text) or (query.map_value and _atom(pair[1]) == text):
             return True
     return False
-
