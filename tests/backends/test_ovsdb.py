@@ -1260,3 +1260,19 @@ def test_a_namespaced_delete_refused_by_another_namespaces_row_names_it_and_its_
         db.delete(group)
         with pytest.raises(nbdb.NotFoundError):
             db.get(HAChassisGroup, group.id)
+
+
+def test_a_namespaced_transactions_delete_refused_by_a_raw_clients_row_names_it_after_one_commit(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # The same refusal for a delete queued in a transaction: the foreign port is named (unseen; it named
+    # none, "still referenced by ;"), and the refusal stands after the one commit, as it did.
+    from nbdb.models import HAChassisGroup
+
+    group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
+    foreign = (LogicalSwitchPort.nbdb_table, _foreign_port_of(server, group.id))
+    sent = _sent_deletes(db)
+    with pytest.raises(nbdb.ReferenceError, match=str(foreign[1])) as refused, db.transaction() as txn:
+        txn.delete(group)
+    assert refused.value.referrers == (foreign,) and refused.value.unseen == (foreign,)
+    assert len(sent) == 1, sent
