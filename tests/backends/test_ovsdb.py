@@ -1276,3 +1276,30 @@ def test_a_namespaced_transactions_delete_refused_by_a_raw_clients_row_names_it_
         txn.delete(group)
     assert refused.value.referrers == (foreign,) and refused.value.unseen == (foreign,)
     assert len(sent) == 1, sent
+
+
+# ---------------------------------------------------------------------------- review (wip/rev28)
+
+
+def test_review_a_weak_holder_in_another_namespace_does_not_refuse_a_plain_delete(server: OvsdbModelsServer) -> None:
+    # docs/semantics.md (references): "a weak reference ... does not refuse a plain `delete`: its target is
+    # dropped from the referrer ... on every backend, as ovsdb-server does". Another namespace's port group
+    # holding this namespace's port weakly is a row this Database can neither read nor rewrite, but the server
+    # drops a weak reference itself (as after `ovn-nbctl lsp-del`). nbdb's wait on Port_Group.ports is not
+    # scoped to the namespace, so the delete is refused for that row, and since wip/ovsrefs the refusal
+    # (naming it in `unseen`) stands at once: the port cannot be deleted while another tenant's group holds it.
+    from nbdb.models import PortGroup
+
+    with (
+        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as db,
+        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other,
+    ):
+        sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+        port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+        mine = db.create(PortGroup(name=f"pm{uuid.uuid4().hex[:8]}", ports=[port.id]))
+        theirs = other.create(PortGroup(name=f"po{uuid.uuid4().hex[:8]}", ports=[port.id]))
+        db.delete(port)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, port.id)
+        assert db.get(PortGroup, mine.id).ports == []
+        assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [], timeout=10)
