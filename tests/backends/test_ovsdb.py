@@ -1303,3 +1303,35 @@ def test_review_a_weak_holder_in_another_namespace_does_not_refuse_a_plain_delet
             db.get(LogicalSwitchPort, port.id)
         assert db.get(PortGroup, mine.id).ports == []
         assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [], timeout=10)
+
+
+def test_a_raw_clients_port_group_holding_a_namespaced_port_does_not_refuse_its_plain_delete(
+    server: OvsdbModelsServer, db: nbdb.Database
+) -> None:
+    # The same for a port group another client wrote (`ovn-nbctl pg-add`: no nbdb namespace, no external_ids
+    # of nbdb's), which a namespaced Database never sees: the server drops its weak reference to the port as
+    # the port goes. The wait on Port_Group.ports covered it, and the delete was refused naming it (unseen).
+    from nbdb.models import PortGroup
+
+    sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+    port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+    mine = db.create(PortGroup(name=f"pm{uuid.uuid4().hex[:8]}", ports=[port.id]))
+    inserted = _foreign_transact(
+        server,
+        [
+            {
+                "op": "insert",
+                "table": "Port_Group",
+                "row": {"name": f"pf{uuid.uuid4().hex[:8]}", "ports": ["set", [["uuid", str(port.id)]]]},
+            }
+        ],
+    )
+    raw = inserted[0]["uuid"]
+    db.delete(port)
+    with pytest.raises(nbdb.NotFoundError):
+        db.get(LogicalSwitchPort, port.id)
+    assert db.get(PortGroup, mine.id).ports == []
+    selected = _foreign_transact(
+        server, [{"op": "select", "table": "Port_Group", "where": [["_uuid", "==", raw]], "columns": ["ports"]}]
+    )
+    assert selected[0]["rows"] == [{"ports": ["set", []]}]

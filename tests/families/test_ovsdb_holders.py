@@ -34,6 +34,21 @@ def test_a_ports_holders_are_asked_in_the_weak_column_a_plan_waits_for_not_in_it
     assert [(q.op["table"], q.column, q.own) for q in queries] == [("Port_Group", "ports", False)]
 
 
+def test_a_namespaces_weak_holders_are_asked_in_its_rows_only_and_strong_ones_in_every_row(
+    nb_schema: dict[str, Any],
+) -> None:
+    # The server drops another namespace's or client's weak reference itself (the plan waits only for the
+    # namespace's): such a row refuses no delete, so it is no holder to name. A strong one refuses it anywhere.
+    ns = ["external_ids", "includes", ["map", [["nbdb:ns", "t1"]]]]
+    _db, weak = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, uuid.uuid4(), "t1") or ("", [])
+    assert [q.op["where"][1:] for q in weak] == [[ns]]
+    _db, default = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, uuid.uuid4()) or ("", [])
+    assert [q.op["where"][1:] for q in default] == [[]]
+    nb_schema["tables"]["Port_Group"]["columns"]["ports"]["type"]["key"]["refType"] = "strong"
+    _db, strong = holder_queries(make_mapping(nb_schema), LogicalSwitchPort.nbdb_table, uuid.uuid4(), "t1") or ("", [])
+    assert [(q.op["table"], q.op["where"][1:]) for q in strong] == [("Port_Group", [])]
+
+
 @given(st.lists(st.uuids(), max_size=4, unique=True), st.lists(st.booleans(), min_size=4, max_size=4))
 def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(
     ids: list[uuid.UUID], shown: list[bool]

@@ -714,7 +714,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         One transaction of one ``select`` per column that can hold it, on a refusal only (see
         :mod:`.holders`): the replica, synced before, shows every holder of this namespace it selects.
         """
-        queried = holder_queries(self.mapping, *target)
+        queried = holder_queries(self.mapping, *target, self.namespace)
         if queried is None:
             return None
         db, queries = queried

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nbdb.families.ovsdb.conditions import in_namespace
 from nbdb.families.ovsdb.mapping import Mapping_
 from nbdb.families.ovsdb.ops import uuid_text, where_uuid
 from nbdb.spi import RefKey
@@ -38,9 +39,15 @@ class HolderQuery:
     """A map column holding the target as a key, a value (the rows selected are those with any entry)."""
 
 
-def holder_queries(mapping: Mapping_, table: str, id: uuid.UUID) -> tuple[str, list[HolderQuery]] | None:
+def holder_queries(
+    mapping: Mapping_, table: str, id: uuid.UUID, namespace: str = ""
+) -> tuple[str, list[HolderQuery]] | None:
     """The database and the selects that find every row holding ``table/id``; None when rows cannot tell
-    (a reference to its table kept as JSON text or in another database: no column to select)."""
+    (a reference to its table kept as JSON text or in another database: no column to select).
+
+    A weak column's holders are those of ``namespace`` only, as the commit waits for them (see
+    ``planner._check_unreferenced``): the server drops another namespace's or client's weak reference
+    itself, so that row refuses nothing and is no holder to name."""
     tm = mapping.tables.get(table)
     schema = None if tm is None else mapping.schemas.get(tm.db)
     if tm is None or schema is None:
@@ -63,14 +70,16 @@ def holder_queries(mapping: Mapping_, table: str, id: uuid.UUID) -> tuple[str, l
             if not (on_key or on_value) or (db_table, column) in parents:
                 continue
             base = key if on_key else value
-            if base is not None and base.ref_type == "weak" and not _waited(mapping, tm.db, db_table, column, table):
+            weak = base is not None and base.ref_type == "weak"
+            if weak and not _waited(mapping, tm.db, db_table, column, table):
                 continue  # the server drops it with the row, and nbdb's plan does not wait for it: no holder
+            scope = [in_namespace(namespace)] if weak and namespace else []
             if spec.type.is_map:
-                where: list[Any] = [[column, "!=", ["map", []]]]
+                where: list[Any] = [[column, "!=", ["map", []]], *scope]
                 op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", column]}
                 queries.append(HolderQuery(op, db_table, column, map_key=on_key, map_value=on_value))
             else:
-                where = [[column, "includes", ["uuid", text]]]
+                where = [[column, "includes", ["uuid", text]], *scope]
                 op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid"]}
                 queries.append(HolderQuery(op, db_table, column))
     return tm.db, queries

@@ -43,6 +43,7 @@ import orjson
 
 from nbdb import errors
 from nbdb.families import rules
+from nbdb.families.ovsdb.conditions import in_namespace
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.delta import column_delta
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
@@ -897,7 +898,8 @@ def _check_unreferenced(
                 continue
             waited = True
             cm = stm.columns[name]
-            if stm.external_ids is None and cm.type.key.ref_type == "weak":
+            weak = cm.type.key.ref_type == "weak"
+            if stm.external_ids is None and weak:
                 # A table without external_ids: a plain delete does not rewrite its row (nbdb.cascade plans no drop
                 # it need not); ovsdb-server drops the weak reference in the same commit, as the row goes.
                 continue
@@ -905,6 +907,13 @@ def _check_unreferenced(
                 where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]
             else:
                 where = [[cm.column, "==", ["uuid", uuid_text(target[1])]]]
+            if weak and replica.namespace:
+                # A weak holder is waited for only as one this Database's plan must rewrite (nbdb.cascade drops
+                # the reference from each it reads): one of its namespace the replica did not show yet fails
+                # the wait, and the delete is planned again. Another namespace's or client's row (ovn-nbctl's)
+                # it can neither read nor rewrite: ovsdb-server drops that reference as the target goes, as
+                # after `ovn-nbctl lsp-del`, and a weak reference refuses no plain delete.
+                where.append(in_namespace(replica.namespace))
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
         if waited and not everywhere:
             # Every field of this table that can point to the target is a column the waits cover. A table
