@@ -1335,3 +1335,37 @@ def test_a_raw_clients_port_group_holding_a_namespaced_port_does_not_refuse_its_
         server, [{"op": "select", "table": "Port_Group", "where": [["_uuid", "==", raw]], "columns": ["ports"]}]
     )
     assert selected[0]["rows"] == [{"ports": ["set", []]}]
+
+
+def test_another_namespaces_port_group_holding_a_port_of_the_default_namespace_does_not_refuse_its_delete(
+    server: OvsdbModelsServer,
+) -> None:
+    # A Database without a namespace cannot select its own rows on the server (no clause selects rows
+    # without an nbdb:ns), so its wait on Port_Group.ports covered another namespace's group too, which
+    # refused the port's delete (standing, named as unseen). Once refused, the plan expects the rows of
+    # other namespaces its replica shows holding the port (the server drops their weak reference).
+    from nbdb.models import PortGroup
+
+    with (
+        nbdb.connect(server.url) as db,
+        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other,
+    ):
+        sw = db.create(LogicalSwitch(name=f"sw-{uuid.uuid4().hex[:8]}"))
+        port = db.create(LogicalSwitchPort(switch=sw, name=f"p-{uuid.uuid4().hex[:8]}"))
+        mine = db.create(PortGroup(name=f"pm{uuid.uuid4().hex[:8]}", ports=[port.id]))
+        theirs = other.create(PortGroup(name=f"po{uuid.uuid4().hex[:8]}", ports=[port.id]))
+        sent = _sent_deletes(db)
+        db.delete(port)
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, port.id)
+        assert db.get(PortGroup, mine.id).ports == []
+        assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [], timeout=10)
+        # Sent alone, refused; again expecting theirs, refused for mine; walked, mine's drop planned, refused
+        # for theirs; again expecting theirs: committed (docs/backends/ovsdb.md).
+        assert len(sent) == 4, sent
+        alone = db.create(LogicalSwitchPort(switch=sw, name=f"q-{uuid.uuid4().hex[:8]}"))
+        held = other.create(PortGroup(name=f"pq{uuid.uuid4().hex[:8]}", ports=[alone.id]))
+        sent.clear()
+        db.delete(alone)  # held by the other namespace's group alone
+        assert len(sent) == 2, sent  # walked first (the last delete dropped a weak reference), then expecting it
+        assert eventually(lambda: other.get(PortGroup, held.id).ports == [], timeout=10)

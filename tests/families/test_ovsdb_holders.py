@@ -87,3 +87,18 @@ def test_a_map_column_holds_the_target_by_key_or_value_only_where_its_type_point
     assert named == ([(LogicalSwitchPort.nbdb_table, row)], [])
     elsewhere = {"rows": [{"_uuid": ["uuid", str(row)], "m": ["map", [["k", ["uuid", str(other)]]]]}]}
     assert holders_found(MAPPING, "OVN_Northbound", target, [by_value], [elsewhere], lambda t, i: True) == ([], [])
+
+
+def test_a_default_namespaces_weak_holders_of_another_namespace_are_no_holders() -> None:
+    # Without a namespace no clause selects its own rows: the select returns external_ids, and another
+    # namespace's row (whose weak reference the server drops) is left out.
+    target, mine, theirs = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, target) or ("", [])
+    reply = {
+        "rows": [
+            {"_uuid": ["uuid", str(mine)], "external_ids": ["map", []]},
+            {"_uuid": ["uuid", str(theirs)], "external_ids": ["map", [["nbdb:ns", "t1"]]]},
+        ]
+    }
+    found = holders_found(MAPPING, db, target, queries, [reply], lambda t, i: i == mine)
+    assert found == ([(PortGroup.nbdb_table, mine)], [])

@@ -680,3 +680,31 @@ def test_a_deletes_wait_on_a_weak_column_covers_the_rows_of_its_namespace_only(
     held = ["ports", "includes", ["set", [["uuid", str(port.id)]]]]
     scope = [["external_ids", "includes", ["map", [["nbdb:ns", namespace]]]]] if namespace else []
     assert waits == [[held, *scope]]
+
+
+def test_a_default_namespaces_wait_on_a_weak_column_expects_the_rows_of_other_namespaces_it_saw(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # No clause selects the rows without an nbdb:ns: once a delete was refused, the rows of other namespaces
+    # the replica shows holding the target weakly (the server drops their reference) are what the wait expects.
+    from nbdb.families.ovsdb.holders import weak_holders_elsewhere
+
+    theirs, mine = uuid.uuid4(), uuid.uuid4()
+    port = LogicalSwitchPort(switch=switch, name="p")
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t0").ops)
+    held = ["set", [["uuid", str(port.id)]]]
+    _applied(
+        replica,
+        [
+            {"op": "insert", "table": "Port_Group", "uuid": str(theirs),
+             "row": {"name": "pt", "ports": held, "external_ids": ["map", [["nbdb:ns", "t9"]]]}},
+            {"op": "insert", "table": "Port_Group", "uuid": str(mine), "row": {"name": "pm", "ports": held}},
+        ],
+    )  # fmt: skip
+    with replica.cond:
+        elsewhere = weak_holders_elsewhere(mapping, replica.rows_of, "", [("LogicalSwitchPort", port.id)])
+        assert elsewhere == {(("LogicalSwitchPort", port.id.int), "Port_Group", "ports"): [str(theirs)]}
+        plan = plan_commit(mapping, replica, [Delete("LogicalSwitchPort", port.id, None, 1)], "t1", elsewhere=elsewhere)
+    (waited,) = [op for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "referenced"]
+    assert waited["columns"] == ["_uuid"] and waited["rows"] == [{"_uuid": ["uuid", str(theirs)]}]

@@ -40,7 +40,7 @@ from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_co
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
-from nbdb.families.ovsdb.holders import holder_queries, holders_found
+from nbdb.families.ovsdb.holders import WeakWait, holder_queries, holders_found, weak_holders_elsewhere
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
 from nbdb.families.ovsdb.ops import wait
@@ -341,6 +341,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
+        elsewhere: dict[WeakWait, list[str]] | None = None  # (see weak_holders_elsewhere: asked once, on a refusal)
         for attempt in range(_ATTEMPTS):
             plan = None
             if lost is not None:
@@ -366,7 +367,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     with replica.cond, bulk():
                         plan = plan_commit(
                             self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
-                            ledger_drop=self._ledger_drop,
+                            ledger_drop=self._ledger_drop, elsewhere=elsewhere,
                         )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
@@ -456,6 +457,21 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
                 if taken is not None:
                     raise taken
+            if (
+                kind == "referenced"
+                and elsewhere is None
+                and not self.namespace
+                and isinstance(failure, results.TimedOut)
+            ):
+                # A Database without a namespace waits on every row of a weak column (see weak_holders_elsewhere):
+                # another namespace's row holding a deleted target weakly refuses nothing (the server drops its
+                # reference), so the plan expects the ones the replica shows, once. Not synced first (a refused
+                # delete's round trip more; the diagnosis below syncs): one it does not show yet still refuses.
+                targets = [why[1] for why in plan.reasons if why[0] == "referenced"]
+                with replica.cond:
+                    elsewhere = weak_holders_elsewhere(self.mapping, replica.rows_of, "", targets)
+                if elsewhere:
+                    continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.

@@ -12,16 +12,18 @@ that commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from nbdb.families.ovsdb.conditions import in_namespace
-from nbdb.families.ovsdb.mapping import Mapping_
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.ops import uuid_text, where_uuid
+from nbdb.families.ovsdb.rows import row_namespace
+from nbdb.families.ovsdb.unique import selected_namespace
 from nbdb.spi import RefKey
 
-__all__ = ["HolderQuery", "holder_queries", "holders_found"]
+__all__ = ["HolderQuery", "WeakWait", "holder_queries", "holders_found", "weak_holders_elsewhere"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +76,61 @@ def holder_queries(
             if weak and not _waited(mapping, tm.db, db_table, column, table):
                 continue  # the server drops it with the row, and nbdb's plan does not wait for it: no holder
             scope = [in_namespace(namespace)] if weak and namespace else []
+            # A Database without a namespace: no clause leaves out the rows of other namespaces on the server,
+            # so their external_ids are selected and holders_found drops them.
+            ext = [EXTERNAL_IDS] if weak and not namespace else []
             if spec.type.is_map:
                 where: list[Any] = [[column, "!=", ["map", []]], *scope]
-                op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", column]}
+                op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", column, *ext]}
                 queries.append(HolderQuery(op, db_table, column, map_key=on_key, map_value=on_value))
             else:
                 where = [[column, "includes", ["uuid", text]], *scope]
-                op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid"]}
+                op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", *ext]}
                 queries.append(HolderQuery(op, db_table, column))
     return tm.db, queries
+
+
+WeakWait = tuple[tuple[str, int], str, str]
+"""A deleted target's key (its table, its id's int), and a weak column (table, column) the commit waits on."""
+
+
+def weak_holders_elsewhere(
+    mapping: Mapping_,
+    rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
+    namespace: str,
+    targets: Sequence[RefKey],
+) -> dict[WeakWait, list[str]]:
+    """The rows of another namespace than ``namespace`` holding one of ``targets`` in a weak column the commit
+    deleting them waits on, as ``rows`` (db, db_table -> the replica's rows by id) shows them: a Database
+    without a namespace, whose replica is sent every row, cannot select its own on the server (no clause
+    selects rows without an ``nbdb:ns``), so after a refusal its wait expects exactly these (the server
+    drops their weak reference as the target goes). Read on a refusal only."""
+    found: dict[WeakWait, list[str]] = {}
+    for table, id in targets:
+        tm = mapping.tables.get(table)
+        if tm is None:
+            continue
+        text = uuid_text(id)
+        for stm in mapping.tables.values():
+            if stm.external_ids is None or stm.db != tm.db:
+                continue
+            for name, (to, storage) in stm.refs.items():
+                cm = stm.columns.get(name)
+                if to != table or storage != "column" or cm is None or cm.type.key.ref_type != "weak":
+                    continue
+                held = [
+                    uuid_text(uuid.UUID(int=rid))
+                    for rid, row in rows(tm.db, stm.db_table).items()
+                    if _holds(row.get(cm.column), text) and row_namespace(row.get(EXTERNAL_IDS) or {}) != namespace
+                ]
+                if held:
+                    found[((table, id.int), stm.db_table, cm.column)] = sorted(held)
+    return found
+
+
+def _holds(cell: Any, text: str) -> bool:
+    """Whether a replica's cell (a uuid's text, or a set of them) holds ``text``."""
+    return cell == text or (isinstance(cell, (set, frozenset)) and text in cell)
 
 
 def _waited(mapping: Mapping_, db: str, db_table: str, column: str, table: str) -> bool:
@@ -114,6 +162,8 @@ def holders_found(
     unseen: list[RefKey] = []
     for query, reply in zip(queries, replies, strict=True):
         rows = reply.get("rows", []) if isinstance(reply, dict) else []
+        if EXTERNAL_IDS in query.op.get("columns", ()):
+            rows = [row for row in rows if not selected_namespace(row)]  # (see holder_queries)
         if query.own:
             if not rows:
                 return None  # deleted since: the delete planned again says so

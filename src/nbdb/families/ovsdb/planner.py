@@ -46,6 +46,7 @@ from nbdb.families import rules
 from nbdb.families.ovsdb.conditions import in_namespace
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.delta import column_delta
+from nbdb.families.ovsdb.holders import WeakWait
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, mark_of, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
@@ -365,6 +366,7 @@ def plan_commit(
     fence: str | None = None,
     book: MarkBook | None = None,
     ledger_drop: Callable[[], Sequence[str]] | None = None,
+    elsewhere: Mapping[WeakWait, Sequence[str]] | None = None,
 ) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
@@ -372,7 +374,9 @@ def plan_commit(
     mutation marks are stamped with it); ``fence`` the OVSDB lock the
     commit asserts; ``book`` the writer's settled mutation marks (dropped
     from the rows it writes); ``ledger_drop`` gives its settled ledger marks (dropped
-    by a commit that writes one, see :func:`_plan_ledger`; asked only then). Raises the nbdb
+    by a commit that writes one, see :func:`_plan_ledger`; asked only then); ``elsewhere`` the rows of
+    other namespaces a Database without one saw holding a deleted target weakly (see
+    :func:`.holders.weak_holders_elsewhere`), which the commit's wait then expects. Raises the nbdb
     error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError; CorruptRecordError for an update of a row another writer
@@ -469,7 +473,7 @@ def plan_commit(
     _check_held(mapping, created, new_refs)
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
-        _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
+        _check_unreferenced(stages, mapping, replica, target, deleted, new_refs, elsewhere)
     puts_bare = plan.bare  # (0 for every commit of rows with external_ids: nothing below is asked then)
     if puts_bare and not plan.marks and puts_bare == len(plan.puts) and len(plan.unchanged) < puts_bare:
         # (Unless every put changes nothing: a no-op writes nothing, not even a mark.)
@@ -885,6 +889,7 @@ def _check_unreferenced(
     target: RefKey,
     deleted: Mapping[IdKey, RefKey],
     new_refs: Mapping[IdKey, tuple[RefKey, frozenset[RefKey]]],
+    elsewhere: Mapping[WeakWait, Sequence[str]] | None = None,
 ) -> None:
     ttm = mapping.get(target[0])
     checked: set[str] = set()
@@ -914,6 +919,13 @@ def _check_unreferenced(
                 # it can neither read nor rewrite: ovsdb-server drops that reference as the target goes, as
                 # after `ovn-nbctl lsp-del`, and a weak reference refuses no plain delete.
                 where.append(in_namespace(replica.namespace))
+            others = elsewhere.get(((target[0], target[1].int), stm.db_table, cm.column), ()) if elsewhere else ()
+            if weak and others:
+                # A Database without a namespace (no clause selects the rows without an nbdb:ns): the rows of
+                # other namespaces it saw holding the target are expected, and any other one fails the wait.
+                rows = [{"_uuid": ["uuid", other]} for other in others]
+                stages.tail.append((wait(stm.db_table, where, rows, ["_uuid"]), ("referenced", target)))
+                continue
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
         if waited and not everywhere:
             # Every field of this table that can point to the target is a column the waits cover. A table
