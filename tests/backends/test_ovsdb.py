@@ -1369,3 +1369,85 @@ def test_another_namespaces_port_group_holding_a_port_of_the_default_namespace_d
         db.delete(alone)  # held by the other namespace's group alone
         assert len(sent) == 2, sent  # walked first (the last delete dropped a weak reference), then expecting it
         assert eventually(lambda: other.get(PortGroup, held.id).ports == [], timeout=10)
+
+
+# ---------------------------------------------------------------------------- review (wip/rev32)
+
+
+def _rev32_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def test_review_a_default_transactions_delete_is_not_refused_by_another_namespaces_group_added_meanwhile(
+    server: OvsdbModelsServer,
+) -> None:
+    # de9ea9aa reads the other namespaces' weak holders once per commit call (``elsewhere is None``) and the
+    # wait expects exactly those: a second group of another namespace holding the port, made after that read
+    # and before the commit planned with it, fails the wait, and a transaction's delete stands refused by a
+    # ReferenceError naming nobody. semantics.md: a weak reference never refuses a plain delete nor a
+    # transaction's (the server drops it); a plain delete recovers here (it is planned again), a transaction not.
+    import nbdb.families.ovsdb.family as fam
+    from nbdb.models import PortGroup
+
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
+        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-")))
+        first = other.create(PortGroup(name=_rev32_name("po"), ports=[port.id]))
+        assert eventually(lambda: db.backend.replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)  # type: ignore[attr-defined]
+        real = fam.weak_holders_elsewhere
+        made: list[Any] = []
+
+        def racing(*args: Any) -> Any:
+            found = real(*args)
+            if not made:  # another writer, concurrently (a thread: this one holds the replica's lock)
+                with ThreadPoolExecutor(1) as pool:
+                    made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pr"), ports=[port.id])).result())
+            return found
+
+        fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
+        try:
+            with db.transaction() as txn:
+                txn.delete(port)
+        finally:
+            fam.weak_holders_elsewhere = real  # type: ignore[assignment]
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, port.id)
+        assert eventually(lambda: other.get(PortGroup, first.id).ports == [], timeout=10)
+        assert eventually(lambda: other.get(PortGroup, made[0].id).ports == [], timeout=10)
+
+
+def test_review_a_default_transactions_delete_is_not_refused_by_another_namespaces_group_its_replica_lags(
+    server: OvsdbModelsServer,
+) -> None:
+    # The other namespace's group is on the server, and the default Database's replica does not show it yet
+    # when the refusal is weighed (de9ea9aa reads it unsynced, on purpose): the expected rows are none, and the
+    # transaction's delete stands refused by a ReferenceError naming nobody, though the diagnosis synced the
+    # replica right after and it shows the group then. (A plain delete recovers: planned again, 3 commits.)
+    from nbdb.models import PortGroup
+
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
+        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-")))
+        theirs = other.create(PortGroup(name=_rev32_name("po"), ports=[port.id]))
+        replica = db.backend.replica  # type: ignore[attr-defined]
+        assert eventually(lambda: theirs.id.int in replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)
+        real = replica.rows_of
+        lagging: list[int] = []
+
+        def rows_of(database: str, table: str) -> Any:  # the replica before the group's update reached it
+            rows = real(database, table)
+            if table == "Port_Group" and not lagging:
+                lagging.append(1)
+                return {k: v for k, v in rows.items() if k != theirs.id.int}
+            return rows
+
+        replica.rows_of = rows_of
+        try:
+            with db.transaction() as txn:
+                txn.delete(port)
+        finally:
+            del replica.rows_of
+        assert lagging
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, port.id)
+        assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [], timeout=10)
