@@ -1378,6 +1378,23 @@ def _rev32_name(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
+@contextlib.contextmanager
+def _rev32_port_another_namespace_groups(
+    server: OvsdbModelsServer,
+) -> Iterator[tuple[nbdb.Database, nbdb.Database, Any, Any]]:
+    """A Database without a namespace, another namespace's, a port of the first and a port group of the other
+    holding it weakly, which the first's replica shows."""
+    from nbdb.models import PortGroup
+
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
+        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-")))
+        theirs = other.create(PortGroup(name=_rev32_name("po"), ports=[port.id]))
+        replica = db.backend.replica  # type: ignore[attr-defined]
+        assert eventually(lambda: theirs.id.int in replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)
+        yield db, other, port, theirs
+
+
 def test_review_a_default_transactions_delete_is_not_refused_by_another_namespaces_group_added_meanwhile(
     server: OvsdbModelsServer,
 ) -> None:
@@ -1389,11 +1406,7 @@ def test_review_a_default_transactions_delete_is_not_refused_by_another_namespac
     import nbdb.families.ovsdb.family as fam
     from nbdb.models import PortGroup
 
-    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
-        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
-        port = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-")))
-        first = other.create(PortGroup(name=_rev32_name("po"), ports=[port.id]))
-        assert eventually(lambda: db.backend.replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)  # type: ignore[attr-defined]
+    with _rev32_port_another_namespace_groups(server) as (db, other, port, first):
         real = fam.weak_holders_elsewhere
         made: list[Any] = []
 
@@ -1425,12 +1438,8 @@ def test_review_a_default_transactions_delete_is_not_refused_by_another_namespac
     # replica right after and it shows the group then. (A plain delete recovers: planned again, 3 commits.)
     from nbdb.models import PortGroup
 
-    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
-        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
-        port = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-")))
-        theirs = other.create(PortGroup(name=_rev32_name("po"), ports=[port.id]))
+    with _rev32_port_another_namespace_groups(server) as (db, other, port, theirs):
         replica = db.backend.replica  # type: ignore[attr-defined]
-        assert eventually(lambda: theirs.id.int in replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)
         real = replica.rows_of
         lagging: list[int] = []
 
