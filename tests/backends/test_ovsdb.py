@@ -1417,12 +1417,14 @@ def test_review_a_default_transactions_delete_is_not_refused_by_another_namespac
                     made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pr"), ports=[port.id])).result())
             return found
 
+        sent = _sent_deletes(db)
         fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
         try:
             with db.transaction() as txn:
                 txn.delete(port)
         finally:
             fam.weak_holders_elsewhere = real  # type: ignore[assignment]
+        assert len(sent) == 3, sent  # refused for theirs; for the group made meanwhile; committed
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitchPort, port.id)
         assert eventually(lambda: other.get(PortGroup, first.id).ports == [], timeout=10)
@@ -1450,13 +1452,47 @@ def test_review_a_default_transactions_delete_is_not_refused_by_another_namespac
                 return {k: v for k, v in rows.items() if k != theirs.id.int}
             return rows
 
+        sent = _sent_deletes(db)
         replica.rows_of = rows_of
         try:
             with db.transaction() as txn:
                 txn.delete(port)
         finally:
             del replica.rows_of
+        assert len(sent) == 2, sent  # refused for theirs, read after a sync; committed expecting it
         assert lagging
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitchPort, port.id)
         assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [], timeout=10)
+
+
+def test_a_default_transactions_delete_another_namespace_keeps_adding_weak_holders_ends_in_a_conflict(
+    server: OvsdbModelsServer,
+) -> None:
+    # Each refusal re-reads the other namespaces' weak holders (synced when the replica shows no change) and
+    # plans again, up to family._WEAK_REPLANS times: a writer adding a group holding the port after every read
+    # never lets the wait stand, and the delete ends in a ConflictError (try again), after 1 + 3 commits, not
+    # a ReferenceError naming nobody, nor a loop; the port is still there.
+    import nbdb.families.ovsdb.family as fam
+    from nbdb.models import PortGroup
+
+    with _rev32_port_another_namespace_groups(server) as (db, other, port, _):
+        real = fam.weak_holders_elsewhere
+        made: list[Any] = []
+
+        def racing(*args: Any) -> Any:
+            found = real(*args)
+            if len(made) < 20:  # another writer, every time (a thread: this one holds the replica's lock)
+                with ThreadPoolExecutor(1) as pool:
+                    made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pk"), ports=[port.id])).result())
+            return found
+
+        sent = _sent_deletes(db)
+        fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
+        try:
+            with pytest.raises(nbdb.ConflictError, match="try again"), db.transaction() as txn:
+                txn.delete(port)
+        finally:
+            fam.weak_holders_elsewhere = real  # type: ignore[assignment]
+        assert len(sent) == 1 + fam._WEAK_REPLANS, sent
+        assert db.get(LogicalSwitchPort, port.id).id == port.id

@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -72,6 +72,9 @@ _ATTEMPTS = 16
 _FENCED_GRACE = 0.002
 """Seconds a fenced commit waits for its update on the monitor's connection before asking for a barrier."""
 _COUNTER_ATTEMPTS = 64
+_WEAK_REPLANS = 3
+"""Times a Database without a namespace plans a delete again because another namespace's rows holding the
+target weakly changed under it (see _weak_elsewhere): past that, a ConflictError says to try again."""
 
 
 class TransactNotSent(errors.BackendUnavailableError):
@@ -341,7 +344,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
-        elsewhere: dict[WeakWait, list[str]] | None = None  # (see weak_holders_elsewhere: asked once, on a refusal)
+        elsewhere: dict[WeakWait, list[str]] | None = None  # (see weak_holders_elsewhere: asked on a refusal)
+        weak_replans = 0
         for attempt in range(_ATTEMPTS):
             plan = None
             if lost is not None:
@@ -457,20 +461,21 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
                 if taken is not None:
                     raise taken
-            if (
-                kind == "referenced"
-                and elsewhere is None
-                and not self.namespace
-                and isinstance(failure, results.TimedOut)
-            ):
+            if kind == "referenced" and not self.namespace and isinstance(failure, results.TimedOut):
                 # A Database without a namespace waits on every row of a weak column (see weak_holders_elsewhere):
                 # another namespace's row holding a deleted target weakly refuses nothing (the server drops its
-                # reference), so the plan expects the ones the replica shows, once. Not synced first (a refused
-                # delete's round trip more; the diagnosis below syncs): one it does not show yet still refuses.
-                targets = [why[1] for why in plan.reasons if why[0] == "referenced"]
-                with replica.cond:
-                    elsewhere = weak_holders_elsewhere(self.mapping, replica.rows_of, "", targets)
-                if elsewhere:
+                # reference), so the plan expects the ones the replica shows. When those changed under the wait
+                # (one added or dropped meanwhile, or not shown yet by a lagging replica), plan again, for a
+                # plain delete and a transaction's alike; bounded (_WEAK_REPLANS), then a ConflictError.
+                found = self._weak_elsewhere(plan, elsewhere or {})
+                if found is not None:
+                    if weak_replans == _WEAK_REPLANS:
+                        raise errors.ConflictError(
+                            "another namespace's rows holding a deleted row weakly kept changing under the "
+                            f"commit ({_WEAK_REPLANS + 1} times); try again"
+                        )
+                    weak_replans += 1
+                    elsewhere = found
                     continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
@@ -721,6 +726,23 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
             )
         return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    def _weak_elsewhere(
+        self, plan: Plan, expected: Mapping[WeakWait, Sequence[str]]
+    ) -> dict[WeakWait, list[str]] | None:
+        """The rows of other namespaces holding ``plan``'s deleted targets weakly (weak_holders_elsewhere), when
+        they are not the ``expected`` ones its waits failed on; None when they are, on a synced replica too (the
+        refusal is not theirs). Read first as the replica stands (no round trip when it shows the change), then
+        once more after a sync (a replica behind the server)."""
+        targets = [why[1] for why in plan.reasons if why[0] == "referenced"]
+        for sync in (False, True):
+            if sync:
+                self._sync(plan.db)
+            with self.replica.cond:
+                found = weak_holders_elsewhere(self.mapping, self.replica.rows_of, "", targets)
+            if found != expected:
+                return found
+        return None
 
     def _held_on_server(self, target: RefKey) -> tuple[list[RefKey], list[RefKey]] | None:
         """Every object holding ``target`` as the server's rows show them, and those of them this client's
