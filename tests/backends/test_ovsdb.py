@@ -1395,6 +1395,31 @@ def _rev32_port_another_namespace_groups(
         yield db, other, port, theirs
 
 
+@contextlib.contextmanager
+def _groups_added_after_each_read(other: nbdb.Database, port: Any, most: int) -> Iterator[list[Any]]:
+    """While open, ``other`` (another namespace) adds a port group holding ``port`` right after each read of the
+    other namespaces' weak holders (family.weak_holders_elsewhere), up to ``most`` of them: a concurrent
+    writer (a thread: the reader holds the replica's lock). Yields the groups made."""
+    import nbdb.families.ovsdb.family as fam
+    from nbdb.models import PortGroup
+
+    real = fam.weak_holders_elsewhere
+    made: list[Any] = []
+
+    def racing(*args: Any) -> Any:
+        found = real(*args)
+        if len(made) < most:
+            with ThreadPoolExecutor(1) as pool:
+                made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pr"), ports=[port.id])).result())
+        return found
+
+    fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
+    try:
+        yield made
+    finally:
+        fam.weak_holders_elsewhere = real  # type: ignore[assignment]
+
+
 def test_review_a_default_transactions_delete_is_not_refused_by_another_namespaces_group_added_meanwhile(
     server: OvsdbModelsServer,
 ) -> None:
@@ -1403,27 +1428,12 @@ def test_review_a_default_transactions_delete_is_not_refused_by_another_namespac
     # and before the commit planned with it, fails the wait, and a transaction's delete stands refused by a
     # ReferenceError naming nobody. semantics.md: a weak reference never refuses a plain delete nor a
     # transaction's (the server drops it); a plain delete recovers here (it is planned again), a transaction not.
-    import nbdb.families.ovsdb.family as fam
     from nbdb.models import PortGroup
 
     with _rev32_port_another_namespace_groups(server) as (db, other, port, first):
-        real = fam.weak_holders_elsewhere
-        made: list[Any] = []
-
-        def racing(*args: Any) -> Any:
-            found = real(*args)
-            if not made:  # another writer, concurrently (a thread: this one holds the replica's lock)
-                with ThreadPoolExecutor(1) as pool:
-                    made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pr"), ports=[port.id])).result())
-            return found
-
         sent = _sent_deletes(db)
-        fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
-        try:
-            with db.transaction() as txn:
-                txn.delete(port)
-        finally:
-            fam.weak_holders_elsewhere = real  # type: ignore[assignment]
+        with _groups_added_after_each_read(other, port, 1) as made, db.transaction() as txn:
+            txn.delete(port)
         assert len(sent) == 3, sent  # refused for theirs; for the group made meanwhile; committed
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitchPort, port.id)
@@ -1474,25 +1484,14 @@ def test_a_default_transactions_delete_another_namespace_keeps_adding_weak_holde
     # never lets the wait stand, and the delete ends in a ConflictError (try again), after 1 + 3 commits, not
     # a ReferenceError naming nobody, nor a loop; the port is still there.
     import nbdb.families.ovsdb.family as fam
-    from nbdb.models import PortGroup
 
     with _rev32_port_another_namespace_groups(server) as (db, other, port, _):
-        real = fam.weak_holders_elsewhere
-        made: list[Any] = []
-
-        def racing(*args: Any) -> Any:
-            found = real(*args)
-            if len(made) < 20:  # another writer, every time (a thread: this one holds the replica's lock)
-                with ThreadPoolExecutor(1) as pool:
-                    made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pk"), ports=[port.id])).result())
-            return found
-
         sent = _sent_deletes(db)
-        fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
-        try:
-            with pytest.raises(nbdb.ConflictError, match="try again"), db.transaction() as txn:
-                txn.delete(port)
-        finally:
-            fam.weak_holders_elsewhere = real  # type: ignore[assignment]
+        with (
+            pytest.raises(nbdb.ConflictError, match="try again"),
+            _groups_added_after_each_read(other, port, 20),
+            db.transaction() as txn,
+        ):
+            txn.delete(port)
         assert len(sent) == 1 + fam._WEAK_REPLANS, sent
         assert db.get(LogicalSwitchPort, port.id).id == port.id
