@@ -1495,3 +1495,61 @@ def test_a_default_transactions_delete_another_namespace_keeps_adding_weak_holde
             txn.delete(port)
         assert len(sent) == 1 + fam._WEAK_REPLANS, sent
         assert db.get(LogicalSwitchPort, port.id).id == port.id
+
+
+def _syncs(db: nbdb.Database) -> list[str]:
+    """The syncs ``db``'s backend makes from now on (one round trip each)."""
+    backend = db.backend
+    made: list[str] = []
+    real = backend._sync  # type: ignore[attr-defined]
+
+    def sync(database: str, *args: Any) -> Any:
+        made.append(database)
+        return real(database, *args)
+
+    backend.__dict__["_sync"] = sync
+    return made
+
+
+def test_review_rev35_a_default_delete_refused_by_a_strong_holder_costs_no_extra_sync(
+    server: OvsdbModelsServer,
+) -> None:
+    # The ordinary refusal of a Database without a namespace (a port of its own holds the group, strongly; no
+    # weak column can hold the group at all, the plan has no weak wait) makes the syncs it made before the
+    # weak re-read (3: main, wip/rev32): that re-read syncs whenever the replica shows the same weak holders
+    # (none here), even for a plan without a weak wait, a round trip more for every refused delete of the
+    # default Database, before the diagnosis syncs again.
+    from nbdb.models import HAChassisGroup
+
+    with nbdb.connect(server.url) as db:
+        group = db.create(HAChassisGroup(name=_rev32_name("g-")))
+        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
+        db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-"), ha_chassis_group=group.id))
+        made = _syncs(db)
+        with pytest.raises(nbdb.ReferenceError):
+            db.delete(group)
+        assert len(made) == 3, made  # as before the weak re-read (main, wip/rev32): 4 with it
+
+
+def test_review_rev35_a_default_transactions_strong_refusal_stands_while_weak_holders_elsewhere_change(
+    server: OvsdbModelsServer,
+) -> None:
+    # A transaction of a Database without a namespace deleting a port another namespace's group holds weakly,
+    # and a group a port of its own holds strongly: it can never commit (ReferenceError naming that port).
+    # Every refusal, the strong wait's too, re-reads the other namespaces' weak holders of every target and
+    # plans again while they change: another namespace adding groups meanwhile turns the strong refusal
+    # into a ConflictError ("try again"), which no retry can make commit.
+    from nbdb.models import HAChassisGroup
+
+    with _rev32_port_another_namespace_groups(server) as (db, other, port, _):
+        group = db.create(HAChassisGroup(name=_rev32_name("g-")))
+        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
+        holder = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-"), ha_chassis_group=group.id))
+        with (
+            pytest.raises(nbdb.ReferenceError, match=str(holder.id)),
+            _groups_added_after_each_read(other, port, 20),
+            db.transaction() as txn,
+        ):
+            txn.delete(port)
+            txn.delete(group)
+        assert db.get(HAChassisGroup, group.id) == group
