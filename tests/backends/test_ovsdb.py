@@ -1398,10 +1398,19 @@ def _rev32_port_another_namespace_groups(
 @contextlib.contextmanager
 def _groups_added_after_each_read(other: nbdb.Database, port: Any, most: int) -> Iterator[list[Any]]:
     """While open, ``other`` (another namespace) adds a port group holding ``port`` right after each read of the
-    other namespaces' weak holders (family.weak_holders_elsewhere), up to ``most`` of them: a concurrent
-    writer (a thread: the reader holds the replica's lock). Yields the groups made."""
-    import nbdb.families.ovsdb.family as fam
+    other namespaces' weak holders (family.weak_holders_elsewhere), up to ``most`` of them. Yields the groups made."""
     from nbdb.models import PortGroup
+
+    with _made_after_each_read(lambda: other.create(PortGroup(name=_rev32_name("pr"), ports=[port.id])), most) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def _made_after_each_read(make: Any, most: int) -> Iterator[list[Any]]:
+    """While open, ``make()`` runs right after each read of the other namespaces' weak holders
+    (family.weak_holders_elsewhere), up to ``most`` times: a concurrent writer (a thread: the reader holds the
+    replica's lock). Yields what it made."""
+    import nbdb.families.ovsdb.family as fam
 
     real = fam.weak_holders_elsewhere
     made: list[Any] = []
@@ -1410,7 +1419,7 @@ def _groups_added_after_each_read(other: nbdb.Database, port: Any, most: int) ->
         found = real(*args)
         if len(made) < most:
             with ThreadPoolExecutor(1) as pool:
-                made.append(pool.submit(other.create, PortGroup(name=_rev32_name("pr"), ports=[port.id])).result())
+                made.append(pool.submit(make).result())
         return found
 
     fam.weak_holders_elsewhere = racing  # type: ignore[assignment]
@@ -1552,4 +1561,43 @@ def test_review_rev35_a_default_transactions_strong_refusal_stands_while_weak_ho
         ):
             txn.delete(port)
             txn.delete(group)
+        assert db.get(HAChassisGroup, group.id) == group
+
+
+def test_a_default_transactions_strong_refusal_stands_though_a_weak_wait_before_it_would_fail(
+    server: OvsdbModelsServer,
+) -> None:
+    # A transaction of a Database without a namespace deleting DHCP options another namespace's port holds
+    # weakly, and a group a port of its own holds strongly (it can never commit). The targets' waits went in
+    # the order of the targets (DHCPOptions before HAChassisGroup), so the server stopped at the weak wait,
+    # failed by the other namespace's ports added meanwhile, and the commit was planned again until a
+    # ConflictError ("try again"). The weak waits go last now: the strong refusal is what the server reports,
+    # a ReferenceError naming the port, at the first commit.
+    from nbdb.models import DHCPOptions, HAChassisGroup
+
+    with (
+        nbdb.connect(server.url) as db,
+        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other,
+    ):
+        dhcp = db.create(DHCPOptions(cidr="10.9.0.0/24"))
+        theirs_sw = other.create(LogicalSwitch(name=_rev32_name("so-")))
+        theirs = other.create(LogicalSwitchPort(switch=theirs_sw, name=_rev32_name("po-"), dhcpv4_options=dhcp.id))
+        replica = db.backend.replica  # type: ignore[attr-defined]
+        assert eventually(lambda: theirs.id.int in replica.rows_of("OVN_Northbound", "Logical_Switch_Port"), timeout=10)
+        group = db.create(HAChassisGroup(name=_rev32_name("g-")))
+        sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
+        holder = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-"), ha_chassis_group=group.id))
+        sent = _sent_deletes(db)
+
+        def another_port() -> Any:
+            return other.create(LogicalSwitchPort(switch=theirs_sw, name=_rev32_name("pr-"), dhcpv4_options=dhcp.id))
+
+        with (
+            pytest.raises(nbdb.ReferenceError, match=str(holder.id)),
+            _made_after_each_read(another_port, 20),
+            db.transaction() as txn,
+        ):
+            txn.delete(dhcp)
+            txn.delete(group)
+        assert len(sent) == 1, sent
         assert db.get(HAChassisGroup, group.id) == group

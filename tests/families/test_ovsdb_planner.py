@@ -676,7 +676,7 @@ def test_a_deletes_wait_on_a_weak_column_covers_the_rows_of_its_namespace_only(
         _applied(replica, plan_commit(mapping, replica, [_put(ls, 0)], "t0").ops)
         _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t0").ops)
         plan = plan_commit(mapping, replica, [Delete("LogicalSwitchPort", port.id, None, 1)], "t1")
-    waits = [op["where"] for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "referenced"]
+    waits = [op["where"] for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "weakly_referenced"]
     held = ["ports", "includes", ["set", [["uuid", str(port.id)]]]]
     scope = [["external_ids", "includes", ["map", [["nbdb:ns", namespace]]]]] if namespace else []
     assert waits == [[held, *scope]]
@@ -706,5 +706,5 @@ def test_a_default_namespaces_wait_on_a_weak_column_expects_the_rows_of_other_na
         elsewhere = weak_holders_elsewhere(mapping, replica.rows_of, "", [("LogicalSwitchPort", port.id)])
         assert elsewhere == {(("LogicalSwitchPort", port.id.int), "Port_Group", "ports"): [str(theirs)]}
         plan = plan_commit(mapping, replica, [Delete("LogicalSwitchPort", port.id, None, 1)], "t1", elsewhere=elsewhere)
-    (waited,) = [op for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "referenced"]
+    (waited,) = [op for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "weakly_referenced"]
     assert waited["columns"] == ["_uuid"] and waited["rows"] == [{"_uuid": ["uuid", str(theirs)]}]

@@ -461,10 +461,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
                 if taken is not None:
                     raise taken
-            if kind == "referenced" and not self.namespace and isinstance(failure, results.TimedOut):
-                # A Database without a namespace waits on every row of a weak column (see weak_holders_elsewhere):
-                # another namespace's row holding a deleted target weakly refuses nothing (the server drops its
-                # reference), so the plan expects the ones the replica shows. When those changed under the wait
+            if kind == "weakly_referenced" and not self.namespace and isinstance(failure, results.TimedOut):
+                # Only a weak column's wait (planned after every other: a strong refusal is reported first, and
+                # diagnosed below with no sync more). A Database without a namespace waits on every row of a weak
+                # column (see weak_holders_elsewhere): another namespace's row holding a deleted target weakly
+                # refuses nothing (the server drops its reference), so the plan expects the ones the replica shows. When those changed under the wait
                 # (one added or dropped meanwhile, or not shown yet by a lagging replica), plan again, for a
                 # plain delete and a transaction's alike; bounded (_WEAK_REPLANS), then a ConflictError.
                 found = self._weak_elsewhere(plan, elsewhere or {})
@@ -693,7 +694,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if kind == "target":
                 (table, id), target = detail
                 return rules.dangling((table, id), target)
-            if kind in ("children", "referenced"):
+            if kind in ("children", "referenced", "weakly_referenced"):
                 # Named as every referrer when the synced replica's rows show no holder it cannot name
                 # (see Replica.names_every_referrer): a plain delete refused for one it can neither drop
                 # nor take along (a switch's port) then stands at once, not after the same plan's second
@@ -734,7 +735,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         they are not the ``expected`` ones its waits failed on; None when they are, on a synced replica too (the
         refusal is not theirs). Read first as the replica stands (no round trip when it shows the change), then
         once more after a sync (a replica behind the server)."""
-        targets = [why[1] for why in plan.reasons if why[0] == "referenced"]
+        targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
         for sync in (False, True):
             if sync:
                 self._sync(plan.db)

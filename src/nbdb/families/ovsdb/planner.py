@@ -231,6 +231,10 @@ class _Stages:
     checks: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     deletes: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    weak: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    """The waits on weak columns (``weakly_referenced``), after every other: the server stops at the first wait
+    that fails, so a refusal that stands (a strong holder, a missing target) is the one it reports, never
+    one another namespace's weak holders changing makes the commit plan again for (OvsdbFamily._commit)."""
     targets: set[IdKey] = field(default_factory=set)
     """The reference targets already checked (one ``wait`` each), as (table, id.int)."""
     unfilled: dict[tuple[str, int], tuple[dict[str, Any], tuple[str, ...], RefKey]] = field(default_factory=dict)
@@ -285,7 +289,7 @@ class _Stages:
                         f"{key[0]} {key[1]}: its table's {column} holds at least one row in OVSDB; create the "
                         "first object it holds in the same transaction"
                     )
-        return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
+        return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail, *self.weak]
 
 
 def _gains_first(item: tuple[_MemberKey, Any]) -> bool:
@@ -924,7 +928,12 @@ def _check_unreferenced(
                 # A Database without a namespace (no clause selects the rows without an nbdb:ns): the rows of
                 # other namespaces it saw holding the target are expected, and any other one fails the wait.
                 rows = [{"_uuid": ["uuid", other]} for other in others]
-                stages.tail.append((wait(stm.db_table, where, rows, ["_uuid"]), ("referenced", target)))
+                stages.weak.append((wait(stm.db_table, where, rows, ["_uuid"]), ("weakly_referenced", target)))
+                continue
+            if weak:
+                # Its own reason: only its refusal can be another namespace's holders changing (see
+                # OvsdbFamily._commit); a strong column's is a holder that refuses the delete, diagnosed at once.
+                stages.weak.append((wait(stm.db_table, where, []), ("weakly_referenced", target)))
                 continue
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
         if waited and not everywhere:
