@@ -465,9 +465,10 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # Only a weak column's wait (planned after every other: a strong refusal is reported first, and
                 # diagnosed below with no sync more). A Database without a namespace waits on every row of a weak
                 # column (see weak_holders_elsewhere): another namespace's row holding a deleted target weakly
-                # refuses nothing (the server drops its reference), so the plan expects the ones the replica shows. When those changed under the wait
-                # (one added or dropped meanwhile, or not shown yet by a lagging replica), plan again, for a
-                # plain delete and a transaction's alike; bounded (_WEAK_REPLANS), then a ConflictError.
+                # refuses nothing (the server drops its reference), so the plan expects the ones the replica shows.
+                # When those changed under the wait (one added or dropped meanwhile, or not shown yet by a lagging
+                # replica), plan again, for a plain delete and a transaction's alike; bounded (_WEAK_REPLANS),
+                # then a ConflictError.
                 found = self._weak_elsewhere(plan, elsewhere or {})
                 if found is not None:
                     if weak_replans == _WEAK_REPLANS:
