@@ -1379,6 +1379,13 @@ def _rev32_name(prefix: str) -> str:
 
 
 @contextlib.contextmanager
+def _default_and_another_namespace(server: OvsdbModelsServer) -> Iterator[tuple[nbdb.Database, nbdb.Database]]:
+    """A Database without a namespace and one of a new namespace, on ``server``."""
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
+        yield db, other
+
+
+@contextlib.contextmanager
 def _rev32_port_another_namespace_groups(
     server: OvsdbModelsServer,
 ) -> Iterator[tuple[nbdb.Database, nbdb.Database, Any, Any]]:
@@ -1386,7 +1393,7 @@ def _rev32_port_another_namespace_groups(
     holding it weakly, which the first's replica shows."""
     from nbdb.models import PortGroup
 
-    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other:
+    with _default_and_another_namespace(server) as (db, other):
         sw = db.create(LogicalSwitch(name=_rev32_name("sw-")))
         port = db.create(LogicalSwitchPort(switch=sw, name=_rev32_name("p-")))
         theirs = other.create(PortGroup(name=_rev32_name("po"), ports=[port.id]))
@@ -1575,10 +1582,7 @@ def test_a_default_transactions_strong_refusal_stands_though_a_weak_wait_before_
     # a ReferenceError naming the port, at the first commit.
     from nbdb.models import DHCPOptions, HAChassisGroup
 
-    with (
-        nbdb.connect(server.url) as db,
-        nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:10]}") as other,
-    ):
+    with _default_and_another_namespace(server) as (db, other):
         dhcp = db.create(DHCPOptions(cidr="10.9.0.0/24"))
         theirs_sw = other.create(LogicalSwitch(name=_rev32_name("so-")))
         theirs = other.create(LogicalSwitchPort(switch=theirs_sw, name=_rev32_name("po-"), dhcpv4_options=dhcp.id))
