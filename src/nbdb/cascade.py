@@ -19,7 +19,7 @@ and drops the weak references to them as to the owner.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Collection, Mapping, Sequence, Set
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
@@ -181,7 +181,11 @@ AFRESH: Known = MappingProxyType({})
 
 
 def read_refusal(
-    backend: Backend, target: RefKey, referrers: Sequence[RefKey], seen: Mapping[RefKey, Model] | None = None
+    backend: Backend,
+    target: RefKey,
+    referrers: Sequence[RefKey],
+    seen: Mapping[RefKey, Model] | None = None,
+    unseen: Collection[RefKey] = (),
 ) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
     the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
@@ -195,7 +199,12 @@ def read_refusal(
     Otherwise the walk starts from these reads rather than listing and reading the referrers again.
     ``seen``: referrers the refused plan's walk read, each holding ``target`` then, and not read again (an
     owner's delete planned before the store saw it: a switch's 40,000 ports were read twice to refuse it).
+    ``unseen``: referrers the store named that this Database cannot read (``ReferenceError.unseen``: OVSDB's
+    rows of another namespace or client): no plan can drop them or take them along, so the refusal stands
+    (read here, they looked gone, and the delete was planned and refused a second time).
     """
+    if unseen:
+        return None
     keys = list(referrers)
     read: dict[RefKey, Model | None] = {}
     stale = False

@@ -74,6 +74,10 @@ class ReferenceError(NbdbError):
     ``target`` and ``referrers``: the (table, id) whose delete was refused and every object the store
     found still pointing to it, when the store read them all (else None): a plain delete planned
     again after the refusal starts its walk from them instead of reading them a second time.
+    ``unseen``: those of ``referrers`` this Database cannot read (OVSDB: a row of another namespace, or
+    another client's, pointing to the target by a strong reference), sorted as ``referrers`` and named in
+    the message; no plan of it can drop them or take them along, so the refusal stands. Empty on a store
+    whose namespaces share no rows.
     """
 
     def __init__(
@@ -82,10 +86,12 @@ class ReferenceError(NbdbError):
         *,
         target: tuple[str, Any] | None = None,
         referrers: tuple[tuple[str, Any], ...] | None = None,
+        unseen: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         super().__init__(message)
         self.target = target
         self.referrers = referrers
+        self.unseen = unseen
 
 
 class ValidationError(NbdbError, ValueError):

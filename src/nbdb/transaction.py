@@ -345,7 +345,7 @@ class Transaction:
                     # take along (a port of a switch deleted here) refuses any, without walking them again.
                     # One that let go of the target meanwhile makes the refusal stale: the walk lists the
                     # referrers again, and its plan is not weighed against the refused one.
-                    known = read_refusal(context.backend, exc.target, exc.referrers)
+                    known = read_refusal(context.backend, exc.target, exc.referrers, unseen=exc.unseen)
                     if known is None:
                         raise
                     stale = known is AFRESH

@@ -659,3 +659,52 @@ def test_a_row_a_commit_deleted_and_another_created_again_is_recorded_as_it_is_n
     assert replica.changed("LogicalSwitch", switch.id) == revision
     (change,) = [c for c in replica.history if c.revision == revision]
     assert change.synthetic and change.old is None and change.new == now is not None
+
+
+@pytest.mark.parametrize("namespace", ["", "t1"])
+def test_a_deletes_wait_on_a_weak_column_covers_the_rows_of_its_namespace_only(
+    mapping: Mapping_, namespace: str
+) -> None:
+    # A port group's ports (weak): the wait is there for a holder the plan must rewrite (one of this Database's
+    # that the replica does not show yet). Another namespace's or client's port group, which this Database can
+    # neither read nor rewrite, refused the port's delete; ovsdb-server drops that reference as the port goes.
+    replica = Replica(mapping, VersionBook(), namespace)
+    replica.resync(NB, {})
+    ls = LogicalSwitch(name="sw")
+    port = LogicalSwitchPort(switch=ls, name="p")
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(ls, 0)], "t0").ops)
+        _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t0").ops)
+        plan = plan_commit(mapping, replica, [Delete("LogicalSwitchPort", port.id, None, 1)], "t1")
+    waits = [op["where"] for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "weakly_referenced"]
+    held = ["ports", "includes", ["set", [["uuid", str(port.id)]]]]
+    scope = [["external_ids", "includes", ["map", [["nbdb:ns", namespace]]]]] if namespace else []
+    assert waits == [[held, *scope]]
+
+
+def test_a_default_namespaces_wait_on_a_weak_column_expects_the_rows_of_other_namespaces_it_saw(
+    mapping: Mapping_, replica: Replica, switch: LogicalSwitch
+) -> None:
+    # No clause selects the rows without an nbdb:ns: once a delete was refused, the rows of other namespaces
+    # the replica shows holding the target weakly (the server drops their reference) are what the wait expects.
+    from nbdb.families.ovsdb.holders import weak_holders_elsewhere
+
+    theirs, mine = uuid.uuid4(), uuid.uuid4()
+    port = LogicalSwitchPort(switch=switch, name="p")
+    with replica.cond:
+        _applied(replica, plan_commit(mapping, replica, [_put(port, 0)], "t0").ops)
+    held = ["set", [["uuid", str(port.id)]]]
+    _applied(
+        replica,
+        [
+            {"op": "insert", "table": "Port_Group", "uuid": str(theirs),
+             "row": {"name": "pt", "ports": held, "external_ids": ["map", [["nbdb:ns", "t9"]]]}},
+            {"op": "insert", "table": "Port_Group", "uuid": str(mine), "row": {"name": "pm", "ports": held}},
+        ],
+    )  # fmt: skip
+    with replica.cond:
+        elsewhere = weak_holders_elsewhere(mapping, replica.rows_of, "", [("LogicalSwitchPort", port.id)])
+        assert elsewhere == {(("LogicalSwitchPort", port.id.int), "Port_Group", "ports"): [str(theirs)]}
+        plan = plan_commit(mapping, replica, [Delete("LogicalSwitchPort", port.id, None, 1)], "t1", elsewhere=elsewhere)
+    (waited,) = [op for op, why in zip(plan.ops, plan.reasons, strict=True) if why[0] == "weakly_referenced"]
+    assert waited["columns"] == ["_uuid"] and waited["rows"] == [{"_uuid": ["uuid", str(theirs)]}]

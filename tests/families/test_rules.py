@@ -53,6 +53,21 @@ def test_errors_read_the_same_on_every_backend() -> None:
     assert isinstance(rules.topic_changed(key(1), "a", "b"), nbdb.ValidationError)
 
 
+@given(st.lists(st.integers(0, 20), unique=True, max_size=8), st.data())
+def test_a_refusals_unseen_referrers_are_sorted_and_named_in_its_message(ids: list[int], data: st.DataObject) -> None:
+    # ReferenceError.unseen (the referrers the Database cannot read: OVSDB's rows of another namespace or
+    # client) came in the order the server's rows did, where ``referrers`` is sorted, and str() did not say
+    # which they were.
+    referrers = sorted((key(i) for i in ids), key=str)
+    unseen = data.draw(st.permutations([k for k in referrers if data.draw(st.booleans())]))
+    refused = rules.still_referenced(key(99), referrers, every=True, unseen=unseen)
+    assert refused.unseen == tuple(sorted(unseen, key=str))
+    shown = sorted(unseen, key=str)[:5]
+    assert ("cannot read" in str(refused)) == bool(unseen)
+    assert all(f"{k[0]} {k[1]}" in str(refused).split("(", 1)[-1] for k in shown)
+    assert rules.still_referenced(key(99), referrers, unseen=unseen).unseen == ()
+
+
 refs_strategy = st.sets(st.integers(0, 6).map(key), max_size=4)
 
 

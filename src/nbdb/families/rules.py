@@ -315,13 +315,27 @@ def deleted_alongside(source: RefKey, target: RefKey) -> errors.ReferenceError:
     return errors.ReferenceError(f"{_name(source)} references {_name(target)}, deleted in the same transaction")
 
 
-def still_referenced(target: RefKey, referrers: Sequence[RefKey], *, every: bool = False) -> errors.ReferenceError:
+def still_referenced(
+    target: RefKey, referrers: Sequence[RefKey], *, every: bool = False, unseen: Sequence[RefKey] = ()
+) -> errors.ReferenceError:
     """A delete of an object that others still point to; ``every``: ``referrers`` are all the store found
-    still pointing to it (the error carries them, see :class:`nbdb.errors.ReferenceError`)."""
-    names = ", ".join(_name(source) for source in referrers[:5])
-    more = f" and {len(referrers) - 5} more" if len(referrers) > 5 else ""
+    still pointing to it (the error carries them, see :class:`nbdb.errors.ReferenceError`); ``unseen``:
+    those of them the caller's Database cannot read (carried only with ``every``, sorted as ``referrers``
+    usually are, and named in the message)."""
+    # (None named: rows the store refused it for that it could not name, another client's or namespace's.)
+    by = f" by {_names(referrers)}" if referrers else ""
+    hidden = tuple(sorted(unseen, key=str)) if every else ()
+    if hidden:
+        by += f" ({_names(hidden)} this Database cannot read: another namespace's or client's)"
     return errors.ReferenceError(
-        f"{_name(target)} is still referenced by {names}{more}; delete those first or pass cascade=True",
+        f"{_name(target)} is still referenced{by}; delete those first or pass cascade=True",
         target=target if every else None,
         referrers=tuple(referrers) if every else None,
+        unseen=hidden,
     )
+
+
+def _names(keys: Sequence[RefKey]) -> str:
+    """The first five of ``keys`` named, and how many more."""
+    more = f" and {len(keys) - 5} more" if len(keys) > 5 else ""
+    return ", ".join(_name(key) for key in keys[:5]) + more

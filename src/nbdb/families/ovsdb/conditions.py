@@ -21,7 +21,7 @@ from typing import Any
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.rows import EXT_NAMESPACE, EXT_TOPIC
 
-__all__ = ["Scope", "monitor_requests"]
+__all__ = ["Scope", "in_namespace", "monitor_requests"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,12 @@ class Scope:
     def filtered(self) -> bool:
         """Follows a subset of the namespace."""
         return self.tables is not None or self.topics is not None
+
+
+def in_namespace(namespace: str) -> list[Any]:
+    """The clause of a ``where`` that selects the rows of ``namespace`` (not the default one: its rows have
+    no ``nbdb:ns``, which no clause selects) in a table with ``external_ids``."""
+    return [EXTERNAL_IDS, "includes", ["map", [[EXT_NAMESPACE, namespace]]]]
 
 
 def _clauses(namespace: str, topics: Collection[str | None] | None) -> list[Any] | None:

@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -40,6 +40,7 @@ from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_co
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
+from nbdb.families.ovsdb.holders import WeakWait, holder_queries, holders_found, weak_holders_elsewhere
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
 from nbdb.families.ovsdb.ops import wait
@@ -71,6 +72,9 @@ _ATTEMPTS = 16
 _FENCED_GRACE = 0.002
 """Seconds a fenced commit waits for its update on the monitor's connection before asking for a barrier."""
 _COUNTER_ATTEMPTS = 64
+_WEAK_REPLANS = 3
+"""Times a Database without a namespace plans a delete again because another namespace's rows holding the
+target weakly changed under it (see _weak_elsewhere): past that, a ConflictError says to try again."""
 
 
 class TransactNotSent(errors.BackendUnavailableError):
@@ -340,6 +344,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
+        elsewhere: dict[WeakWait, list[str]] | None = None  # (see weak_holders_elsewhere: asked on a refusal)
+        weak_replans = 0
         for attempt in range(_ATTEMPTS):
             plan = None
             if lost is not None:
@@ -365,7 +371,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     with replica.cond, bulk():
                         plan = plan_commit(
                             self.mapping, replica, ops, token, now=started, fence=lock, book=self._marks,
-                            ledger_drop=self._ledger_drop,
+                            ledger_drop=self._ledger_drop, elsewhere=elsewhere,
                         )  # fmt: skip
                         if plan.refused is None:
                             replica.expect(plan.written)
@@ -455,6 +461,24 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 taken = self._id_elsewhere(plan, plan.reason(failure.index)[1])
                 if taken is not None:
                     raise taken
+            if kind == "weakly_referenced" and not self.namespace and isinstance(failure, results.TimedOut):
+                # Only a weak column's wait (planned after every other: a strong refusal is reported first, and
+                # diagnosed below with no sync more). A Database without a namespace waits on every row of a weak
+                # column (see weak_holders_elsewhere): another namespace's row holding a deleted target weakly
+                # refuses nothing (the server drops its reference), so the plan expects the ones the replica shows.
+                # When those changed under the wait (one added or dropped meanwhile, or not shown yet by a lagging
+                # replica), plan again, for a plain delete and a transaction's alike; bounded (_WEAK_REPLANS),
+                # then a ConflictError.
+                found = self._weak_elsewhere(plan, elsewhere or {})
+                if found is not None:
+                    if weak_replans == _WEAK_REPLANS:
+                        raise errors.ConflictError(
+                            "another namespace's rows holding a deleted row weakly kept changing under the "
+                            f"commit ({_WEAK_REPLANS + 1} times); try again"
+                        )
+                    weak_replans += 1
+                    elsewhere = found
+                    continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -671,7 +695,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             if kind == "target":
                 (table, id), target = detail
                 return rules.dangling((table, id), target)
-            if kind in ("children", "referenced"):
+            if kind in ("children", "referenced", "weakly_referenced"):
                 # Named as every referrer when the synced replica's rows show no holder it cannot name
                 # (see Replica.names_every_referrer): a plain delete refused for one it can neither drop
                 # nor take along (a switch's port) then stands at once, not after the same plan's second
@@ -680,13 +704,21 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # (a port deleted with its switch) hold the target no more once it is applied, so they are
                 # no holders to name, as the other stores name only what would still point to it (they
                 # still count as accounted for when asking whether the rest is every holder).
+                # When the replica cannot tell (a namespace's: another namespace's or client's rows never
+                # reach it), the server's rows do: see _held_on_server.
                 self._sync(plan.db)
+                going = {why[1] for why in plan.reasons if why[0] == "delete"}
+                unseen: list[RefKey] = []
                 with self.replica.cond:
                     found = self.replica.referrer_keys(*detail)
-                    going = {why[1] for why in plan.reasons if why[0] == "delete"}
-                    refs = sorted((ref for ref in found if ref not in going), key=str)
-                    every = bool(refs) and self.replica.names_every_referrer(detail[0], detail[1], found)
-                return rules.still_referenced(detail, refs, every=every)
+                    every = self.replica.names_every_referrer(detail[0], detail[1], found)
+                if not every:
+                    held = self._held_on_server(detail)
+                    if held is not None:
+                        (found, unseen), every = held, True
+                refs = sorted((ref for ref in found if ref not in going), key=str)
+                unseen = [ref for ref in unseen if ref not in going]
+                return rules.still_referenced(detail, refs, every=every and bool(refs), unseen=unseen)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
@@ -696,6 +728,47 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
             )
         return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    def _weak_elsewhere(
+        self, plan: Plan, expected: Mapping[WeakWait, Sequence[str]]
+    ) -> dict[WeakWait, list[str]] | None:
+        """The rows of other namespaces holding ``plan``'s deleted targets weakly (weak_holders_elsewhere), when
+        they are not the ``expected`` ones its waits failed on; None when they are, on a synced replica too (the
+        refusal is not theirs). Read first as the replica stands (no round trip when it shows the change), then
+        once more after a sync (a replica behind the server)."""
+        targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
+        for sync in (False, True):
+            if sync:
+                self._sync(plan.db)
+            with self.replica.cond:
+                found = weak_holders_elsewhere(self.mapping, self.replica.rows_of, "", targets)
+            if found != expected:
+                return found
+        return None
+
+    def _held_on_server(self, target: RefKey) -> tuple[list[RefKey], list[RefKey]] | None:
+        """Every object holding ``target`` as the server's rows show them, and those of them this client's
+        replica does not show (another namespace's or client's rows); None when they cannot be named (see
+        :func:`.holders.holders_found`) or the server cannot be asked now.
+
+        One transaction of one ``select`` per column that can hold it, on a refusal only (see
+        :mod:`.holders`): the replica, synced before, shows every holder of this namespace it selects.
+        """
+        queried = holder_queries(self.mapping, *target, self.namespace)
+        if queried is None:
+            return None
+        db, queries = queried
+        try:
+            replies = self._transact(db, [query.op for query in queries])
+        except errors.NbdbError:
+            return None
+        if results.check(replies) is not None:
+            return None
+        replica = self.replica
+        with replica.cond:
+            return holders_found(
+                self.mapping, db, target[1], queries, replies, lambda t, i: replica.record(t, i) is not None
+            )
 
     def _holders(self, db: str, failure: results.OperationError) -> str:
         """The rows whose strong references made the server refuse a delete, as text to add to its error.

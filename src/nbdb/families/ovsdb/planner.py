@@ -43,8 +43,10 @@ import orjson
 
 from nbdb import errors
 from nbdb.families import rules
+from nbdb.families.ovsdb.conditions import in_namespace
 from nbdb.families.ovsdb.datum import default_cell, wire_map
 from nbdb.families.ovsdb.delta import column_delta
+from nbdb.families.ovsdb.holders import WeakWait
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, ColumnMap, Mapping_, TableMap
 from nbdb.families.ovsdb.mutations import MarkBook, is_native, mark_of, plan_mutation
 from nbdb.families.ovsdb.ops import assert_lock, mutate_members, uuid_text, wait, where_uuid
@@ -229,6 +231,10 @@ class _Stages:
     checks: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     deletes: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
     tail: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    weak: list[tuple[dict[str, Any], tuple[str, Any]]] = field(default_factory=list)
+    """The waits on weak columns (``weakly_referenced``), after every other: the server stops at the first wait
+    that fails, so a refusal that stands (a strong holder, a missing target) is the one it reports, never
+    one another namespace's weak holders changing makes the commit plan again for (OvsdbFamily._commit)."""
     targets: set[IdKey] = field(default_factory=set)
     """The reference targets already checked (one ``wait`` each), as (table, id.int)."""
     unfilled: dict[tuple[str, int], tuple[dict[str, Any], tuple[str, ...], RefKey]] = field(default_factory=dict)
@@ -283,7 +289,7 @@ class _Stages:
                         f"{key[0]} {key[1]}: its table's {column} holds at least one row in OVSDB; create the "
                         "first object it holds in the same transaction"
                     )
-        return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail]
+        return [*self.head, *self.body, *mutates, *self.checks, *self.deletes, *self.tail, *self.weak]
 
 
 def _gains_first(item: tuple[_MemberKey, Any]) -> bool:
@@ -364,6 +370,7 @@ def plan_commit(
     fence: str | None = None,
     book: MarkBook | None = None,
     ledger_drop: Callable[[], Sequence[str]] | None = None,
+    elsewhere: Mapping[WeakWait, Sequence[str]] | None = None,
 ) -> Plan:
     """The OVSDB transaction of ``ops`` (call under ``replica.cond``).
 
@@ -371,7 +378,9 @@ def plan_commit(
     mutation marks are stamped with it); ``fence`` the OVSDB lock the
     commit asserts; ``book`` the writer's settled mutation marks (dropped
     from the rows it writes); ``ledger_drop`` gives its settled ledger marks (dropped
-    by a commit that writes one, see :func:`_plan_ledger`; asked only then). Raises the nbdb
+    by a commit that writes one, see :func:`_plan_ledger`; asked only then); ``elsewhere`` the rows of
+    other namespaces a Database without one saw holding a deleted target weakly (see
+    :func:`.holders.weak_holders_elsewhere`), which the commit's wait then expects. Raises the nbdb
     error the replica already shows
     (ConflictError, NotFoundError, ReferenceError, ValidationError,
     UnsupportedError; CorruptRecordError for an update of a row another writer
@@ -468,7 +477,7 @@ def plan_commit(
     _check_held(mapping, created, new_refs)
     gone = deleted.values()
     for target in sorted(gone, key=str) if len(gone) > 1 else gone:
-        _check_unreferenced(stages, mapping, replica, target, deleted, new_refs)
+        _check_unreferenced(stages, mapping, replica, target, deleted, new_refs, elsewhere)
     puts_bare = plan.bare  # (0 for every commit of rows with external_ids: nothing below is asked then)
     if puts_bare and not plan.marks and puts_bare == len(plan.puts) and len(plan.unchanged) < puts_bare:
         # (Unless every put changes nothing: a no-op writes nothing, not even a mark.)
@@ -884,6 +893,7 @@ def _check_unreferenced(
     target: RefKey,
     deleted: Mapping[IdKey, RefKey],
     new_refs: Mapping[IdKey, tuple[RefKey, frozenset[RefKey]]],
+    elsewhere: Mapping[WeakWait, Sequence[str]] | None = None,
 ) -> None:
     ttm = mapping.get(target[0])
     checked: set[str] = set()
@@ -897,7 +907,8 @@ def _check_unreferenced(
                 continue
             waited = True
             cm = stm.columns[name]
-            if stm.external_ids is None and cm.type.key.ref_type == "weak":
+            weak = cm.type.key.ref_type == "weak"
+            if stm.external_ids is None and weak:
                 # A table without external_ids: a plain delete does not rewrite its row (nbdb.cascade plans no drop
                 # it need not); ovsdb-server drops the weak reference in the same commit, as the row goes.
                 continue
@@ -905,6 +916,25 @@ def _check_unreferenced(
                 where = [[cm.column, "includes", ["set", [["uuid", uuid_text(target[1])]]]]]
             else:
                 where = [[cm.column, "==", ["uuid", uuid_text(target[1])]]]
+            if weak and replica.namespace:
+                # A weak holder is waited for only as one this Database's plan must rewrite (nbdb.cascade drops
+                # the reference from each it reads): one of its namespace the replica did not show yet fails
+                # the wait, and the delete is planned again. Another namespace's or client's row (ovn-nbctl's)
+                # it can neither read nor rewrite: ovsdb-server drops that reference as the target goes, as
+                # after `ovn-nbctl lsp-del`, and a weak reference refuses no plain delete.
+                where.append(in_namespace(replica.namespace))
+            others = elsewhere.get(((target[0], target[1].int), stm.db_table, cm.column), ()) if elsewhere else ()
+            if weak and others:
+                # A Database without a namespace (no clause selects the rows without an nbdb:ns): the rows of
+                # other namespaces it saw holding the target are expected, and any other one fails the wait.
+                rows = [{"_uuid": ["uuid", other]} for other in others]
+                stages.weak.append((wait(stm.db_table, where, rows, ["_uuid"]), ("weakly_referenced", target)))
+                continue
+            if weak:
+                # Its own reason: only its refusal can be another namespace's holders changing (see
+                # OvsdbFamily._commit); a strong column's is a holder that refuses the delete, diagnosed at once.
+                stages.weak.append((wait(stm.db_table, where, []), ("weakly_referenced", target)))
+                continue
             stages.tail.append((wait(stm.db_table, where, []), ("referenced", target)))
         if waited and not everywhere:
             # Every field of this table that can point to the target is a column the waits cover. A table

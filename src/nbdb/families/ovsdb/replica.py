@@ -420,6 +420,10 @@ class Replica:
         """The record of ``table/id`` (call under ``cond``)."""
         return self.records.get((table, id.int))
 
+    def rows_of(self, db: str, db_table: str) -> Mapping[int, Row]:
+        """Every row of ``db_table`` the replica was sent, by id's int, to read and not keep (under ``cond``)."""
+        return self.views[db].rows.get(db_table, {})
+
     def row(self, tm: TableMap, id: uuid.UUID) -> Row | None:
         """The row holding ``tm``'s object ``id`` (call under ``cond``)."""
         return self.views[tm.db].rows.get(tm.db_table, {}).get(id.int)

@@ -1,0 +1,221 @@
+"""The rows of the server that hold an object a refused delete targets, selected on the refusal only.
+
+A namespaced replica (or one of some topics) is sent only its own rows of every table with
+``external_ids``: another namespace's or another client's row pointing to the target never reaches it,
+and a column it does not follow, or a map's, it cannot search. Once the server refused a delete for the
+target's holders (a failed reference or child wait), one transaction of one ``select`` per column of the
+served schema that can hold the target (and one of the target's own child columns) names them all, as
+the other stores name every referrer: an extra round trip on the refusal path only, none on a delete
+that commits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nbdb.families.ovsdb.conditions import in_namespace
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
+from nbdb.families.ovsdb.ops import uuid_text, where_uuid
+from nbdb.families.ovsdb.rows import row_namespace
+from nbdb.families.ovsdb.unique import selected_namespace
+from nbdb.spi import RefKey
+
+__all__ = ["HolderQuery", "WeakWait", "holder_queries", "holders_found", "weak_holders_elsewhere"]
+
+
+@dataclass(frozen=True, slots=True)
+class HolderQuery:
+    """One ``select`` of the rows that may hold the target, and how to read its reply."""
+
+    op: dict[str, Any]
+    db_table: str
+    """The table of the holders it finds (a child table for the target's own child columns)."""
+    column: str
+    own: bool = False
+    """The target's own row, whose set ``column`` holds its children (the holders are the members)."""
+    map_key: bool = False
+    map_value: bool = False
+    """A map column holding the target as a key, a value (the rows selected are those with any entry)."""
+
+
+def holder_queries(
+    mapping: Mapping_, table: str, id: uuid.UUID, namespace: str = ""
+) -> tuple[str, list[HolderQuery]] | None:
+    """The database and the selects that find every row holding ``table/id``; None when rows cannot tell
+    (a reference to its table kept as JSON text or in another database: no column to select).
+
+    A weak column's holders are those of ``namespace`` only, as the commit waits for them (see
+    ``planner._check_unreferenced``): the server drops another namespace's or client's weak reference
+    itself, so that row refuses nothing and is no holder to name."""
+    tm = mapping.tables.get(table)
+    schema = None if tm is None else mapping.schemas.get(tm.db)
+    if tm is None or schema is None:
+        return None
+    for source in mapping.tables.values():
+        for to, storage in source.refs.values():
+            if to == table and storage != "parent" and (storage != "column" or source.db != tm.db):
+                return None
+    text = uuid_text(id)
+    queries: list[HolderQuery] = []
+    for link in {link.column: link for link in mapping.links.get((tm.db, tm.db_table), ())}.values():
+        op = {"op": "select", "table": tm.db_table, "where": where_uuid(id), "columns": [link.column]}
+        queries.append(HolderQuery(op, link.child.db_table, link.column, own=True))
+    parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child: not holders
+    for db_table, table_schema in schema.tables.items():
+        for column, spec in table_schema.columns.items():
+            key, value = spec.type.key, spec.type.value
+            on_key = key is not None and key.ref_table == tm.db_table
+            on_value = value is not None and value.ref_table == tm.db_table
+            if not (on_key or on_value) or (db_table, column) in parents:
+                continue
+            base = key if on_key else value
+            weak = base is not None and base.ref_type == "weak"
+            if weak and not _waited(mapping, tm.db, db_table, column, table):
+                continue  # the server drops it with the row, and nbdb's plan does not wait for it: no holder
+            scope = [in_namespace(namespace)] if weak and namespace else []
+            # A Database without a namespace: no clause leaves out the rows of other namespaces on the server,
+            # so their external_ids are selected and holders_found drops them.
+            ext = [EXTERNAL_IDS] if weak and not namespace else []
+            if spec.type.is_map:
+                where: list[Any] = [[column, "!=", ["map", []]], *scope]
+                op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", column, *ext]}
+                queries.append(HolderQuery(op, db_table, column, map_key=on_key, map_value=on_value))
+            else:
+                where = [[column, "includes", ["uuid", text]], *scope]
+                op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", *ext]}
+                queries.append(HolderQuery(op, db_table, column))
+    return tm.db, queries
+
+
+WeakWait = tuple[tuple[str, int], str, str]
+"""A deleted target's key (its table, its id's int), and a weak column (table, column) the commit waits on."""
+
+
+def weak_holders_elsewhere(
+    mapping: Mapping_,
+    rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
+    namespace: str,
+    targets: Sequence[RefKey],
+) -> dict[WeakWait, list[str]]:
+    """The rows of another namespace than ``namespace`` holding one of ``targets`` in a weak column the commit
+    deleting them waits on, as ``rows`` (db, db_table -> the replica's rows by id) shows them: a Database
+    without a namespace, whose replica is sent every row, cannot select its own on the server (no clause
+    selects rows without an ``nbdb:ns``), so after a refusal its wait expects exactly these (the server
+    drops their weak reference as the target goes). Read on a refusal only."""
+    found: dict[WeakWait, list[str]] = {}
+    for table, id in targets:
+        tm = mapping.tables.get(table)
+        if tm is None:
+            continue
+        text = uuid_text(id)
+        for stm in mapping.tables.values():
+            if stm.external_ids is None or stm.db != tm.db:
+                continue
+            for name, (to, storage) in stm.refs.items():
+                cm = stm.columns.get(name)
+                if to != table or storage != "column" or cm is None or cm.type.key.ref_type != "weak":
+                    continue
+                held = [
+                    uuid_text(uuid.UUID(int=rid))
+                    for rid, row in rows(tm.db, stm.db_table).items()
+                    if _holds(row.get(cm.column), text) and row_namespace(row.get(EXTERNAL_IDS) or {}) != namespace
+                ]
+                if held:
+                    found[((table, id.int), stm.db_table, cm.column)] = sorted(held)
+    return found
+
+
+def _holds(cell: Any, text: str) -> bool:
+    """Whether a replica's cell (a uuid's text, or a set of them) holds ``text``."""
+    return cell == text or (isinstance(cell, (set, frozenset)) and text in cell)
+
+
+def _waited(mapping: Mapping_, db: str, db_table: str, column: str, table: str) -> bool:
+    """Whether a commit deleting a row of ``table`` waits for ``db_table.column`` to hold it no more (a weak
+    reference a model maps, in a table with external_ids: see ``planner._check_unreferenced``)."""
+    for stm in mapping.by_db_table.get((db, db_table), ()):
+        if stm.external_ids is None:
+            continue
+        for name, (to, storage) in stm.refs.items():
+            if to == table and storage == "column" and stm.columns[name].column == column:
+                return True
+    return False
+
+
+def holders_found(
+    mapping: Mapping_,
+    db: str,
+    id: uuid.UUID,
+    queries: Sequence[HolderQuery],
+    replies: Sequence[Any],
+    shown: Callable[[str, uuid.UUID], bool],
+) -> tuple[list[RefKey], list[RefKey]] | None:
+    """The objects holding ``id`` as the replies of :func:`holder_queries` show them, and those of them
+    this Database cannot read (``shown``: whether its replica holds the object); None if a holder is a
+    row no single model can name (a table no model maps, or several models share and the replica does
+    not show which), or the target's row is gone."""
+    text = uuid_text(id)
+    found: dict[RefKey, None] = {}
+    unseen: list[RefKey] = []
+    for query, reply in zip(queries, replies, strict=True):
+        rows = reply.get("rows", []) if isinstance(reply, dict) else []
+        if EXTERNAL_IDS in query.op.get("columns", ()):
+            rows = [row for row in rows if not selected_namespace(row)]  # (see holder_queries)
+        if query.own:
+            if not rows:
+                return None  # deleted since: the delete planned again says so
+            held = _atoms(rows[0].get(query.column))
+        elif query.map_key or query.map_value:
+            held = [_atom(row.get("_uuid")) for row in rows if _map_holds(row.get(query.column), text, query)]
+        else:
+            held = [_atom(row.get("_uuid")) for row in rows]
+        for member in held:
+            if member is None:
+                return None
+            key = _named(mapping, db, query.db_table, uuid.UUID(member), shown)
+            if key is None:
+                return None
+            if key not in found:
+                found[key] = None
+                if not shown(*key):
+                    unseen.append(key)
+    return list(found), unseen
+
+
+def _named(
+    mapping: Mapping_, db: str, db_table: str, id: uuid.UUID, shown: Callable[[str, uuid.UUID], bool]
+) -> RefKey | None:
+    maps = mapping.by_db_table.get((db, db_table), ())
+    for tm in maps:
+        if shown(tm.table, id):
+            return (tm.table, id)
+    return (maps[0].table, id) if len(maps) == 1 else None
+
+
+def _atom(cell: Any) -> str | None:
+    """The uuid text of a ``["uuid", text]`` cell, else None."""
+    if isinstance(cell, list) and len(cell) == 2 and cell[0] == "uuid" and isinstance(cell[1], str):
+        return cell[1]
+    return None
+
+
+def _atoms(cell: Any) -> list[str | None]:
+    """The uuid texts of a set cell (``["set", [...]]`` or one atom)."""
+    if isinstance(cell, list) and len(cell) == 2 and cell[0] == "set" and isinstance(cell[1], list):
+        return [_atom(member) for member in cell[1]]
+    return [] if cell is None else [_atom(cell)]
+
+
+def _map_holds(cell: Any, text: str, query: HolderQuery) -> bool:
+    """Whether a map cell (``["map", [[k, v], ...]]``) holds the target where ``query`` looks."""
+    if not (isinstance(cell, list) and len(cell) == 2 and cell[0] == "map" and isinstance(cell[1], list)):
+        return False
+    for pair in cell[1]:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            continue
+        if (query.map_key and _atom(pair[0]) == text) or (query.map_value and _atom(pair[1]) == text):
+            return True
+    return False

@@ -1,0 +1,104 @@
+"""The selects that name every row holding a refused delete's target (``nbdb.families.ovsdb.holders``).
+
+Pure logic over the served schema and the server's replies: which columns are asked, and which objects
+the replies name (and which of them the Database cannot read).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nbdb.families.ovsdb.holders import HolderQuery, holder_queries, holders_found
+from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+
+from .conftest import make_mapping
+
+pytestmark = pytest.mark.timeout(60)
+
+MAPPING = make_mapping()
+
+
+def _rows(*ids: uuid.UUID) -> dict[str, Any]:
+    return {"rows": [{"_uuid": ["uuid", str(i)]} for i in ids]}
+
+
+def test_a_ports_holders_are_asked_in_the_weak_column_a_plan_waits_for_not_in_its_switchs_set() -> None:
+    # A port group's ports (weak, a model's field in a table with external_ids: the plan waits for it to
+    # let go); the switch's ports column holds the port as its child: the delete takes it out, no holder.
+    _db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, uuid.uuid4()) or ("", [])
+    assert [(q.op["table"], q.column, q.own) for q in queries] == [("Port_Group", "ports", False)]
+
+
+def test_a_namespaces_weak_holders_are_asked_in_its_rows_only_and_strong_ones_in_every_row(
+    nb_schema: dict[str, Any],
+) -> None:
+    # The server drops another namespace's or client's weak reference itself (the plan waits only for the
+    # namespace's): such a row refuses no delete, so it is no holder to name. A strong one refuses it anywhere.
+    ns = ["external_ids", "includes", ["map", [["nbdb:ns", "t1"]]]]
+    _db, weak = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, uuid.uuid4(), "t1") or ("", [])
+    assert [q.op["where"][1:] for q in weak] == [[ns]]
+    _db, default = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, uuid.uuid4()) or ("", [])
+    assert [q.op["where"][1:] for q in default] == [[]]
+    nb_schema["tables"]["Port_Group"]["columns"]["ports"]["type"]["key"]["refType"] = "strong"
+    _db, strong = holder_queries(make_mapping(nb_schema), LogicalSwitchPort.nbdb_table, uuid.uuid4(), "t1") or ("", [])
+    assert [(q.op["table"], q.op["where"][1:]) for q in strong] == [("Port_Group", [])]
+
+
+@given(st.lists(st.uuids(), max_size=4, unique=True), st.lists(st.booleans(), min_size=4, max_size=4))
+def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(
+    ids: list[uuid.UUID], shown: list[bool]
+) -> None:
+    target = uuid.uuid4()
+    db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, target) or ("", [])
+    visible = {i for i, s in zip(ids, shown, strict=False) if s}
+    found = holders_found(MAPPING, db, target, queries, [_rows(*ids)], lambda t, i: i in visible)
+    assert found is not None
+    named, unseen = found
+    assert named == [(PortGroup.nbdb_table, i) for i in ids]
+    assert unseen == [(PortGroup.nbdb_table, i) for i in ids if i not in visible]
+
+
+def test_a_switchs_children_are_named_from_its_own_row_and_a_gone_row_names_none() -> None:
+    target, port = uuid.uuid4(), uuid.uuid4()
+    db, queries = holder_queries(MAPPING, LogicalSwitch.nbdb_table, target) or ("", [])
+    replies = [
+        {"rows": [{q.column: ["set", [["uuid", str(port)]]] if q.column == "ports" else ["set", []]}]}
+        if q.own
+        else {"rows": []}
+        for q in queries
+    ]
+    found = holders_found(MAPPING, db, target, queries, replies, lambda t, i: False)
+    assert found == ([(LogicalSwitchPort.nbdb_table, port)], [(LogicalSwitchPort.nbdb_table, port)])
+    gone = [{"rows": []} for _ in queries]
+    assert holders_found(MAPPING, db, target, queries, gone, lambda t, i: False) is None
+
+
+def test_a_map_column_holds_the_target_by_key_or_value_only_where_its_type_points() -> None:
+    target, other, row = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    by_value = HolderQuery({"op": "select", "table": "Logical_Switch_Port"}, "Logical_Switch_Port", "m", map_value=True)
+    cell = ["map", [["k", ["uuid", str(target)]], [["uuid", str(target)], ["uuid", str(other)]]]]
+    reply = {"rows": [{"_uuid": ["uuid", str(row)], "m": cell}]}
+    named = holders_found(MAPPING, "OVN_Northbound", target, [by_value], [reply], lambda t, i: True)
+    assert named == ([(LogicalSwitchPort.nbdb_table, row)], [])
+    elsewhere = {"rows": [{"_uuid": ["uuid", str(row)], "m": ["map", [["k", ["uuid", str(other)]]]]}]}
+    assert holders_found(MAPPING, "OVN_Northbound", target, [by_value], [elsewhere], lambda t, i: True) == ([], [])
+
+
+def test_a_default_namespaces_weak_holders_of_another_namespace_are_no_holders() -> None:
+    # Without a namespace no clause selects its own rows: the select returns external_ids, and another
+    # namespace's row (whose weak reference the server drops) is left out.
+    target, mine, theirs = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, target) or ("", [])
+    reply = {
+        "rows": [
+            {"_uuid": ["uuid", str(mine)], "external_ids": ["map", []]},
+            {"_uuid": ["uuid", str(theirs)], "external_ids": ["map", [["nbdb:ns", "t1"]]]},
+        ]
+    }
+    found = holders_found(MAPPING, db, target, queries, [reply], lambda t, i: i == mine)
+    assert found == ([(PortGroup.nbdb_table, mine)], [])
