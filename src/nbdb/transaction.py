@@ -330,55 +330,6 @@ class Transaction:
                         assert step.mutation is not None
                         read = self._get(step.mutation[0], step.mutation[1])
                         step.result = context.read_back(read, version, result.revision)
-            except errors.ReferenceError as exc:
-                # A stored weak referrer of a target deleted here (or one that gained it since the plan
-                # read them): planned (again) at once. A plan that comes out the same as the one refused
-                # (none the first time) leaves the refusal standing without committing again: the store
-                # refused for another reason (a dangling strong reference), which another try cannot cure.
-                if not doomed:
-                    raise
-                mine = ops[: len(ops) - len(drops)]
-                known: Known | None = None
-                stale = False
-                if exc.target in doomed and exc.referrers is not None:
-                    # The store named every referrer it refused the delete for: one no plan can drop or
-                    # take along (a port of a switch deleted here) refuses any, without walking them again.
-                    # One that let go of the target meanwhile makes the refusal stale: the walk lists the
-                    # referrers again, and its plan is not weighed against the refused one.
-                    known = read_refusal(context.backend, exc.target, exc.referrers)
-                    if known is None:
-                        raise
-                    stale = known is AFRESH
-                    named = frozenset(exc.referrers)
-                    if stale and named == stale_named:
-                        raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
-                    stale_named = named if stale else None
-                    if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
-                        # It named those still pointing to the target once the commit is applied, not
-                        # those the commit's drops or updates moved away: the walk, which plans from the
-                        # stored copies, lists them again (a group of a switch deleted here that the
-                        # transaction moves to another switch goes with it, as when it is refused unnamed).
-                        known = None
-                taken, unwalked = self._take_owned(context.backend, mine, doomed, known, exc), False
-                if taken is not None:
-                    # Objects the deleted ones own go too: the weak references the transaction's own writes
-                    # hold to them are dropped, and its own writes of them become their deletes. The weak
-                    # drops of the next try are planned from the same walk's reads.
-                    (doomed, walked), plan_weak, replanned = taken, True, None
-                    log.debug("transaction: the objects its deletes own go with them")
-                    continue
-                own = {(op.table, op.id) for op in mine}
-                try:
-                    planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
-                except errors.CorruptRecordError as corrupt:
-                    store_decides(corrupt, exc)
-                    raise
-                plan = drops_of(planned_from, frozenset())
-                if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
-                    raise
-                plan_weak, replanned = True, plan
-                log.debug("transaction: a weak referrer refused its deletes; dropping the references")
-                continue
             except errors.NotFoundError as exc:
                 if self._settle_gone(live, exc):
                     continue
@@ -386,18 +337,65 @@ class Transaction:
                     raise
                 log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
                 continue
-            except errors.ConflictError as exc:
-                if unwalked:
-                    # The hint sent an owner's deletes alone first, and the store refused the commit for a
-                    # unique value or a version before weighing them: walked first, the objects they own
-                    # went in that commit (freeing a name the transaction creates anew). The hint orders
-                    # the work only: walk them now, as the refusal of a reference does, and try again.
-                    mine = ops[: len(ops) - len(drops)]
-                    taken, unwalked = self._take_owned(context.backend, mine, doomed, None, exc), False
+            except (errors.ReferenceError, errors.ConflictError) as exc:
+                mine = ops[: len(ops) - len(drops)]
+                known: Known | None = None
+                stale = False
+                # Whether the objects the deletes own are walked before the refusal is weighed: after every
+                # refusal for a reference, and after a unique value's or a version's when the hint sent an
+                # owner's deletes alone first (the store refused the commit before weighing them: walked first,
+                # the objects they own went in that commit, freeing a name the transaction creates anew; the
+                # hint orders the work only).
+                walks = unwalked
+                if isinstance(exc, errors.ReferenceError):
+                    # A stored weak referrer of a target deleted here (or one that gained it since the plan
+                    # read them): planned (again) at once. A plan that comes out the same as the one refused
+                    # (none the first time) leaves the refusal standing without committing again: the store
+                    # refused for another reason (a dangling strong reference), which another try cannot cure.
+                    if not doomed:
+                        raise
+                    walks = True
+                    if exc.target in doomed and exc.referrers is not None:
+                        # The store named every referrer it refused the delete for: one no plan can drop or
+                        # take along (a port of a switch deleted here) refuses any, without walking them again.
+                        # One that let go of the target meanwhile makes the refusal stale: the walk lists the
+                        # referrers again, and its plan is not weighed against the refused one.
+                        known = read_refusal(context.backend, exc.target, exc.referrers)
+                        if known is None:
+                            raise
+                        stale = known is AFRESH
+                        named = frozenset(exc.referrers)
+                        if stale and named == stale_named:
+                            raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
+                        stale_named = named if stale else None
+                        if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+                            # It named those still pointing to the target once the commit is applied, not
+                            # those the commit's drops or updates moved away: the walk, which plans from the
+                            # stored copies, lists them again (a group of a switch deleted here that the
+                            # transaction moves to another switch goes with it, as when it is refused unnamed).
+                            known = None
+                if walks:
+                    taken, unwalked = self._take_owned(context.backend, mine, doomed, known, exc), False
                     if taken is not None:
+                        # Objects the deleted ones own go too: the weak references the transaction's own writes
+                        # hold to them are dropped, and its own writes of them become their deletes. The weak
+                        # drops of the next try are planned from the same walk's reads.
                         (doomed, walked), plan_weak, replanned = taken, True, None
-                        log.debug("transaction: refused before its owner deletes walked; walking them")
+                        log.debug("transaction: refused (%s); the objects its deletes own go with them", exc)
                         continue
+                if isinstance(exc, errors.ReferenceError):
+                    own = {(op.table, op.id) for op in mine}
+                    try:
+                        planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
+                    except errors.CorruptRecordError as corrupt:
+                        store_decides(corrupt, exc)
+                        raise
+                    plan = drops_of(planned_from, frozenset())
+                    if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
+                        raise
+                    plan_weak, replanned = True, plan
+                    log.debug("transaction: a weak referrer refused its deletes; dropping the references")
+                    continue
                 if isinstance(exc, errors.UniqueViolationError):
                     if not self._settle_existing(live, exc):
                         raise
