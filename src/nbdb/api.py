@@ -708,7 +708,7 @@ class Database:
                         ops = [op]
                         if walk.owned or walk.referrers:  # (most owners' walks find nothing: a bare switch)
                             ops += drops_of(walk, frozenset())
-                            seen = {**walk.referrers, **walk.owned}
+                            seen = walk.seen
                 except errors.CorruptRecordError as corrupt:
                     # A referrer its walk cannot read (another writer corrupted it): an owner's delete
                     # planned before any refusal goes alone, and a refusal stands (store_decides; a

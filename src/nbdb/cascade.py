@@ -343,13 +343,30 @@ class Walk(NamedTuple):
     keys: tuple[RefKey, ...]
     owned: dict[RefKey, Model]
     referrers: dict[RefKey, Model]
+    listed: dict[RefKey, list[RefKey]]
+    """The referrers of each target it listed (or took from ``known``), as listed."""
+    read: dict[RefKey, Model | None]
+    """Every referrer's stored copy it read (or was given), by key (None: not found)."""
+
+    @property
+    def seen(self) -> dict[RefKey, Model]:
+        """The stored copies the walk read, owned or referring, by key (:func:`read_refusal`'s ``seen``)."""
+        return {**self.referrers, **self.owned}
 
 
-def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None) -> dict[RefKey, list[RefKey]]:
-    """The referrers of each of ``level``: those ``known`` as they are, the others listed in one batch."""
-    if not known:
+def _referrers_of(
+    backend: Backend,
+    level: Sequence[RefKey],
+    known: Known | None,
+    lists: Mapping[RefKey, Sequence[RefKey]] | None = None,
+) -> dict[RefKey, list[RefKey]]:
+    """The referrers of each of ``level``: those ``known`` or listed already (``lists``) as they are, the others
+    listed in one batch."""
+    if not known and not lists:
         return backend.referrers_of(level)
-    found = {target: list(known[target]) for target in level if target in known}
+    found = {target: list(known[target]) for target in level if target in known} if known else {}
+    if lists:
+        found.update((target, list(lists[target])) for target in level if target in lists and target not in found)
     rest = [target for target in level if target not in found]
     if rest:
         found.update(backend.referrers_of(rest))
@@ -362,6 +379,8 @@ def walk_deletes(
     known: Known | None = None,
     written: Mapping[RefKey, Model] | None = None,
     skip: Set[RefKey] = frozenset(),
+    reads: Mapping[RefKey, Model | None] | None = None,
+    lists: Mapping[RefKey, Sequence[RefKey]] | None = None,
 ) -> Walk:
     """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
 
@@ -372,9 +391,11 @@ def walk_deletes(
     ``known``: referrers read already (see :data:`Known`). ``written``: the transaction's own updates, by
     key: an object's owner is the one its written copy names (one it moves to an owner not deleted stays,
     as ovsdb-server keeps a row another row references after the commit). ``skip``: referrers not read (the
-    transaction writes them itself, see :func:`weak_drops`).
+    transaction writes them itself, see :func:`weak_drops`). ``reads`` and ``lists``: stored copies of referrers
+    (None: not found) and the referrers of targets, by target, read and listed already (by another walk since
+    the same refusal, :attr:`Walk.read` and :attr:`Walk.listed`), not read or listed again.
     """
-    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, skip, known, written))
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, skip, known, written, reads, lists))
 
 
 def _owned_and_referrers(
@@ -383,18 +404,25 @@ def _owned_and_referrers(
     skip: Set[RefKey],
     known: Known | None,
     written: Mapping[RefKey, Model] | None = None,
-) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
+    reads: Mapping[RefKey, Model | None] | None = None,
+    lists: Mapping[RefKey, Sequence[RefKey]] | None = None,
+) -> tuple[dict[RefKey, Model], dict[RefKey, Model], dict[RefKey, list[RefKey]], dict[RefKey, Model | None]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
     (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`), each read
     once whatever the targets it refers to; ``written``: copies whose owner counts instead of the stored
-    copy's (see :func:`walk_deletes`)."""
+    copy's (see :func:`walk_deletes`); ``reads``, ``lists``: copies read and referrers listed already; with what
+    it listed and read."""
     level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
     referrers: dict[RefKey, Model] = {}
     read: dict[RefKey, Model | None] = {key: obj for got in known.values() for key, obj in got.items()} if known else {}
+    if reads:
+        read.update(reads)
+    listed: dict[RefKey, list[RefKey]] = {}
     while level:
-        found = _referrers_of(backend, level, known)
+        found = _referrers_of(backend, level, known, lists)
+        listed.update(found)
         wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
         unread = [key for key in wanted if key not in read]
         if unread:
@@ -419,7 +447,7 @@ def _owned_and_referrers(
             elif backend.unwritable(key[0]) is None:
                 referrers[key] = obj
             # else: a table the store cannot write, which drops the weak references itself (see _plan_target)
-    return owned, referrers
+    return owned, referrers, listed, read
 
 
 def weak_drops(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar, cast
@@ -340,6 +340,8 @@ class Transaction:
             except (errors.ReferenceError, errors.ConflictError) as exc:
                 mine = ops[: len(ops) - len(drops)]
                 known: Known | None = None
+                # Referrers' stored copies read since the refusal: no walk after it reads them again.
+                read_since: dict[RefKey, Model | None] = {}
                 stale = False
                 # Whether the objects the deletes own are walked before the refusal is weighed: after every
                 # refusal for a reference, and after a unique value's or a version's when the hint sent an
@@ -359,8 +361,11 @@ class Transaction:
                         # The store named every referrer it refused the delete for: one no plan can drop or
                         # take along (a port of a switch deleted here) refuses any, without walking them again.
                         # One that let go of the target meanwhile makes the refusal stale: the walk lists the
-                        # referrers again, and its plan is not weighed against the refused one.
-                        known = read_refusal(context.backend, exc.target, exc.referrers)
+                        # referrers again, and its plan is not weighed against the refused one. Weighed from the
+                        # refused try's walk where it read them (as a plain delete's refusal is: a switch's ports
+                        # were read again to refuse its delete); a walk plans from copies read since only.
+                        seen = None if planned_from is None or not plan_weak else planned_from.seen
+                        known = read_refusal(context.backend, exc.target, exc.referrers, seen)
                         if known is None:
                             raise
                         stale = known is AFRESH
@@ -368,25 +373,44 @@ class Transaction:
                         if stale and named == stale_named:
                             raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
                         stale_named = named if stale else None
-                        if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+                        got = known.get(exc.target, {})  # (none if stale)
+                        read_since = {key: obj for key, obj in got.items() if not seen or key not in seen}
+                        if (
+                            stale
+                            or drops
+                            or len(read_since) < len(got)
+                            or not all(isinstance(op, Delete) or _creates(op) for op in mine)
+                        ):
                             # It named those still pointing to the target once the commit is applied, not
                             # those the commit's drops or updates moved away: the walk, which plans from the
                             # stored copies, lists them again (a group of a switch deleted here that the
-                            # transaction moves to another switch goes with it, as when it is refused unnamed).
+                            # transaction moves to another switch goes with it, as when it is refused unnamed),
+                            # but does not read again those read here.
                             known = None
+                since: Walk | None = None  # a walk made since the refusal
                 if walks:
-                    taken, unwalked = self._take_owned(context.backend, mine, doomed, known, exc), False
-                    if taken is not None:
+                    unwalked = False
+                    taken = self._take_owned(context.backend, mine, doomed, known, read_since, exc)
+                    if taken is not None and taken[0] is not doomed:
                         # Objects the deleted ones own go too: the weak references the transaction's own writes
                         # hold to them are dropped, and its own writes of them become their deletes. The weak
                         # drops of the next try are planned from the same walk's reads.
                         (doomed, walked), plan_weak, replanned = taken, True, None
                         log.debug("transaction: refused (%s); the objects its deletes own go with them", exc)
                         continue
+                    # (It found none it did not know of: the next walk lists and reads none of its again.)
+                    since = None if taken is None else taken[1]
                 if isinstance(exc, errors.ReferenceError):
                     own = {(op.table, op.id) for op in mine}
                     try:
-                        planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
+                        planned_from = walk_deletes(
+                            context.backend,
+                            self._deleted(mine),
+                            known,
+                            skip=own,
+                            reads=read_since if since is None else since.read,
+                            lists=None if since is None else since.listed,
+                        )
                     except errors.CorruptRecordError as corrupt:
                         store_decides(corrupt, exc)
                         raise
@@ -479,13 +503,15 @@ class Transaction:
         ops: Sequence[WriteOp | Mutate],
         doomed: frozenset[RefKey],
         known: Known | None,
+        reads: Mapping[RefKey, Model | None],
         refusal: errors.NbdbError,
     ) -> tuple[frozenset[RefKey], Walk] | None:
         """Make the stored objects this transaction's deletes own part of what it deletes (:meth:`_walk_taking`).
 
-        Returns the doomed targets with the owned ones and the walk of every delete that found them (its
-        reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
-        ``known``: the referrers the store's refusal named, as read to weigh it (see :data:`nbdb.cascade.Known`).
+        Returns the doomed targets with the owned ones (``doomed`` itself if there is none the transaction did
+        not know of) and the walk of every delete (its reads plan the weak drops of the next try), or None if
+        no deleted object may own one (no walk). ``known``: the referrers the store's refusal named, as read
+        to weigh it (see :data:`nbdb.cascade.Known`); ``reads``: copies read since the refusal, not read again.
         ``refusal``: the store's refusal that made it walk; it stands if the walk reads a corrupt referrer
         (:func:`nbdb.cascade.store_decides`).
         """
@@ -493,14 +519,18 @@ class Transaction:
         if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
         try:
-            taken, walk = self._walk_taking(backend, deletes, doomed, known)
+            return self._walk_taking(backend, deletes, doomed, known, reads)
         except errors.CorruptRecordError as corrupt:
             store_decides(corrupt, refusal)
             raise
-        return None if taken is doomed else (taken, walk)
 
     def _walk_taking(
-        self, backend: Backend, deletes: Sequence[RefKey], doomed: frozenset[RefKey], known: Known | None
+        self,
+        backend: Backend,
+        deletes: Sequence[RefKey],
+        doomed: frozenset[RefKey],
+        known: Known | None,
+        reads: Mapping[RefKey, Model | None] | None = None,
     ) -> tuple[frozenset[RefKey], Walk]:
         """Walk ``deletes`` and make the stored objects they own (``nbdb_owned_by``) part of what it deletes.
 
@@ -523,7 +553,7 @@ class Transaction:
                 put, copy = step.op, step.planned
             if put.expect_version != 0 and isinstance(copy, Model):
                 written[(put.table, put.id)] = copy
-        walk = walk_deletes(backend, deletes, known, written)
+        walk = walk_deletes(backend, deletes, known, written, reads=reads)
         owned = walk.owned
         if owned.keys() <= doomed:
             return doomed, walk
