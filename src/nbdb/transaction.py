@@ -109,6 +109,43 @@ def _id_of(member: object) -> object:
     return member
 
 
+def _weigh_named(
+    backend: Backend,
+    refusal: errors.ReferenceError,
+    seen: Mapping[RefKey, Model] | None,
+    stale_named: frozenset[RefKey] | None,
+    moved: bool,
+) -> tuple[Known | None, dict[RefKey, Model | None], bool, frozenset[RefKey] | None] | None:
+    """A store's ``refusal`` of a transaction's delete that names every referrer of its target, weighed: None if
+    it stands, else what the walks that plan the next try start from: the referrers known (``known`` of
+    :func:`nbdb.cascade.walk_deletes`; None: they are listed again), those read here (not read again), whether
+    it is stale, and the referrers it named if so (``stale_named``, for the next refusal).
+
+    One no plan can drop or take along (a port of a switch deleted here) refuses any, without walking them
+    again. One that let go of the target meanwhile makes it stale: the walk lists the referrers again, and its
+    plan is not weighed against the refused one; named stale twice running, the same ones, it stands (see
+    :meth:`nbdb.Database.delete`). ``seen``: the copies the refused try's walk read, weighed as read there (as a
+    plain delete's refusal is: a switch's ports were read again to refuse its delete); a walk plans from copies
+    read since the refusal only. ``moved``: the refused commit held drops or writes other than deletes and
+    creates: the store named those still pointing to the target once they are applied, not those they moved
+    away, so the walk, which plans from the stored copies, lists them again (a group of a switch deleted here
+    that the transaction moves to another switch goes with it, as when it is refused unnamed).
+    """
+    assert refusal.target is not None and refusal.referrers is not None
+    known = read_refusal(backend, refusal.target, refusal.referrers, seen)
+    if known is None:
+        return None
+    stale = known is AFRESH
+    named = frozenset(refusal.referrers)
+    if stale and named == stale_named:
+        return None
+    got = known.get(refusal.target, {})  # (none if stale)
+    read_since = {key: obj for key, obj in got.items() if not seen or key not in seen}
+    if stale or moved or len(read_since) < len(got):
+        known = None
+    return known, read_since, stale, named if stale else None
+
+
 class Transaction:
     """Writes collected by ``with db.transaction() as txn:`` and committed on exit.
 
@@ -358,35 +395,13 @@ class Transaction:
                         raise
                     walks = True
                     if exc.target in doomed and exc.referrers is not None:
-                        # The store named every referrer it refused the delete for: one no plan can drop or
-                        # take along (a port of a switch deleted here) refuses any, without walking them again.
-                        # One that let go of the target meanwhile makes the refusal stale: the walk lists the
-                        # referrers again, and its plan is not weighed against the refused one. Weighed from the
-                        # refused try's walk where it read them (as a plain delete's refusal is: a switch's ports
-                        # were read again to refuse its delete); a walk plans from copies read since only.
+                        # The store named every referrer it refused the delete for (see _weigh_named).
                         seen = None if planned_from is None or not plan_weak else planned_from.seen
-                        known = read_refusal(context.backend, exc.target, exc.referrers, seen)
-                        if known is None:
+                        moved = bool(drops) or not all(isinstance(op, Delete) or _creates(op) for op in mine)
+                        weighed = _weigh_named(context.backend, exc, seen, stale_named, moved)
+                        if weighed is None:
                             raise
-                        stale = known is AFRESH
-                        named = frozenset(exc.referrers)
-                        if stale and named == stale_named:
-                            raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
-                        stale_named = named if stale else None
-                        got = known.get(exc.target, {})  # (none if stale)
-                        read_since = {key: obj for key, obj in got.items() if not seen or key not in seen}
-                        if (
-                            stale
-                            or drops
-                            or len(read_since) < len(got)
-                            or not all(isinstance(op, Delete) or _creates(op) for op in mine)
-                        ):
-                            # It named those still pointing to the target once the commit is applied, not
-                            # those the commit's drops or updates moved away: the walk, which plans from the
-                            # stored copies, lists them again (a group of a switch deleted here that the
-                            # transaction moves to another switch goes with it, as when it is refused unnamed),
-                            # but does not read again those read here.
-                            known = None
+                        known, read_since, stale, stale_named = weighed
                 since: Walk | None = None  # a walk made since the refusal
                 if walks:
                     unwalked = False
