@@ -196,13 +196,19 @@ def read_refusal(
     ``seen``: referrers the refused plan's walk read, each holding ``target`` then, and not read again (an
     owner's delete planned before the store saw it: a switch's 40,000 ports were read twice to refuse it).
     """
-    keys = list(referrers)
     read: dict[RefKey, Model | None] = {}
     stale = False
     pairs: list[tuple[RefKey, Model | Record | None]] = []
     if seen:
-        pairs = [(key, seen[key]) for key in keys if key in seen]
-        keys = [key for key in keys if key not in seen]
+        keys: list[RefKey] = []
+        for key in referrers:  # (one lookup a referrer: this replaces a read that costs little in process)
+            copy = seen.get(key)
+            if copy is None:
+                keys.append(key)
+            else:
+                pairs.append((key, copy))
+    else:
+        keys = list(referrers)
     if keys:
         pairs += zip(keys, backend.read_many(keys), strict=True)
     for key, record in pairs:

@@ -114,7 +114,8 @@ def _weigh_named(
     refusal: errors.ReferenceError,
     seen: Mapping[RefKey, Model] | None,
     stale_named: frozenset[RefKey] | None,
-    moved: bool,
+    mine: Sequence[WriteOp | Mutate],
+    dropped: bool,
 ) -> tuple[Known | None, dict[RefKey, Model | None], bool, frozenset[RefKey] | None] | None:
     """A store's ``refusal`` of a transaction's delete that names every referrer of its target, weighed: None if
     it stands, else what the walks that plan the next try start from: the referrers known (``known`` of
@@ -126,10 +127,11 @@ def _weigh_named(
     plan is not weighed against the refused one; named stale twice running, the same ones, it stands (see
     :meth:`nbdb.Database.delete`). ``seen``: the copies the refused try's walk read, weighed as read there (as a
     plain delete's refusal is: a switch's ports were read again to refuse its delete); a walk plans from copies
-    read since the refusal only. ``moved``: the refused commit held drops or writes other than deletes and
-    creates: the store named those still pointing to the target once they are applied, not those they moved
-    away, so the walk, which plans from the stored copies, lists them again (a group of a switch deleted here
-    that the transaction moves to another switch goes with it, as when it is refused unnamed).
+    read since the refusal only. ``mine``: the refused commit's own writes, beside its drops (``dropped``): with
+    drops or writes other than deletes and creates, the store named those still pointing to the target once
+    they are applied, not those they moved away, so the walk, which plans from the stored copies, lists them
+    again (a group of a switch deleted here that the transaction moves to another switch goes with it, as when
+    it is refused unnamed).
     """
     assert refusal.target is not None and refusal.referrers is not None
     known = read_refusal(backend, refusal.target, refusal.referrers, seen)
@@ -141,7 +143,7 @@ def _weigh_named(
         return None
     got = known.get(refusal.target, {})  # (none if stale)
     read_since = {key: obj for key, obj in got.items() if not seen or key not in seen}
-    if stale or moved or len(read_since) < len(got):
+    if stale or dropped or len(read_since) < len(got) or not all(isinstance(op, Delete) or _creates(op) for op in mine):
         known = None
     return known, read_since, stale, named if stale else None
 
@@ -397,8 +399,7 @@ class Transaction:
                     if exc.target in doomed and exc.referrers is not None:
                         # The store named every referrer it refused the delete for (see _weigh_named).
                         seen = None if planned_from is None or not plan_weak else planned_from.seen
-                        moved = bool(drops) or not all(isinstance(op, Delete) or _creates(op) for op in mine)
-                        weighed = _weigh_named(context.backend, exc, seen, stale_named, moved)
+                        weighed = _weigh_named(context.backend, exc, seen, stale_named, mine, bool(drops))
                         if weighed is None:
                             raise
                         known, read_since, stale, stale_named = weighed
