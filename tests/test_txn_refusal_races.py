@@ -1,6 +1,6 @@
 """A transaction's owner delete refused by the store, with another writer racing it (review of wip/txntails).
 
-The branch weighs a store's refusal of a transaction's delete from the copies its walk read BEFORE the
+The branch weighed a store's refusal of a transaction's delete from the copies its walk read BEFORE the
 refused commit (``read_refusal(seen=)``, ``Walk.seen``). A referrer another writer changed between that
 walk and the commit, or after the refusal, is then judged from a copy the store no longer holds: the
 refusal stands where main read the referrer again, planned the drop (or found the refusal stale) and
@@ -137,3 +137,22 @@ def test_a_transactions_switch_delete_refused_for_a_port_deleted_right_after_the
     with db.transaction() as txn:
         txn.delete(sw)
     assert _gone(db, LogicalSwitch, sw.id) and commits[0] == 2, commits
+
+
+def test_a_plain_owner_delete_refused_for_a_referrer_that_turned_weak_before_its_commit_drops_it(
+    custom_db: nbdb.Database,
+) -> None:
+    # The plain delete's variant of the first test: an owner's delete walks before its first commit, reads the
+    # holder holding the target strongly, and another writer makes it hold the target weakly before the commit.
+    # Weighed from the walk's copy (main before this fix), the refusal stood; read after it, the holder holds
+    # the target weakly, its drop is planned and the delete commits (two commits).
+    db = custom_db
+    target = db.create(RaceTarget(label="t"))
+    holder = db.create(RaceHolder(strong=target.id))
+    commits = _around_first_commit(
+        db, before=lambda: db.update(db.get(RaceHolder, holder.id).replace(strong=None, weak=target.id))
+    )
+    db.delete(RaceTarget, target.id)
+    assert _gone(db, RaceTarget, target.id) and commits[0] == 2, commits
+    stored = db.get(RaceHolder, holder.id)
+    assert stored.strong is None and stored.weak is None

@@ -30,7 +30,6 @@ from nbdb.capabilities import Atomicity, Capabilities, Expiry
 from nbdb.cascade import (
     AFRESH,
     Known,
-    Walk,
     cascade_ops,
     drops_of,
     learn_order,
@@ -694,7 +693,6 @@ class Database:
         walks = plan_now  # whether it walked first (what it took is learned unless cascade)
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
-        walked: Walk | None = None  # the last try's walk, if it planned (its reads: read_refusal's seen)
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
@@ -704,12 +702,10 @@ class Database:
                     elif cascade:
                         ops = cascade_ops(self._backend, op)
                     else:
-                        walked = None
                         walk = walk_deletes(self._backend, [root], known)
                         ops = [op]
                         if walk.owned or walk.referrers:  # (most owners' walks find nothing: a bare switch)
                             ops += drops_of(walk, frozenset())
-                            walked = walk
                 except errors.CorruptRecordError as corrupt:
                     # A referrer its walk cannot read (another writer corrupted it): an owner's delete
                     # planned before any refusal goes alone, and a refusal stands (store_decides; a
@@ -733,7 +729,7 @@ class Database:
                     # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
                     # alone was refused, the plan walks from them as read here (an owner's delete listed
                     # and read them again). A refused plan's own drops are not among those named.
-                    read = read_refusal(self._backend, root, exc.referrers, None if walked is None else walked.seen)
+                    read = read_refusal(self._backend, root, exc.referrers)
                     if read is None:
                         raise
                     named = frozenset(exc.referrers)

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 from nbdb import errors
 from nbdb.codec import decode
 from nbdb.models.base import Model, RefSpec, all_models, model_for_table, registry_generation
-from nbdb.spi import Backend, Delete, Record, RefKey, WriteOp
+from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = [
@@ -180,9 +180,7 @@ AFRESH: Known = MappingProxyType({})
 """What :func:`read_refusal` returns for a stale refusal: nothing known, the walk lists every referrer again."""
 
 
-def read_refusal(
-    backend: Backend, target: RefKey, referrers: Sequence[RefKey], seen: Mapping[RefKey, Model] | None = None
-) -> Known | None:
+def read_refusal(backend: Backend, target: RefKey, referrers: Sequence[RefKey]) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
     the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
 
@@ -193,35 +191,22 @@ def read_refusal(
     store did not name): the walk lists the referrers again, and the caller does not weigh the plan
     against the refused one (it was made from what the store held then), its attempts still bounded.
     Otherwise the walk starts from these reads rather than listing and reading the referrers again.
-    ``seen``: referrers the refused plan's walk read, each holding ``target`` then, and not read again (an
-    owner's delete planned before the store saw it: a switch's 40,000 ports were read twice to refuse it).
+    Every one is read here, after the refusal, never taken from a copy read before the refused commit (the
+    walk that planned it): a referrer that turned weak or went away between that walk and this read refuses
+    nothing, and judged from the old copy it would (a switch's 40,000 ports, held by the refused plan's walk,
+    are read again to refuse its delete: the price of judging from what the store holds).
     """
     read: dict[RefKey, Model | None] = {}
     stale = False
-    pairs: list[tuple[RefKey, Model | Record | None]] = []
-    if seen:
-        keys: list[RefKey] = []
-        for key in referrers:  # (one lookup a referrer: this replaces a read that costs little in process)
-            copy = seen.get(key)
-            if copy is None:
-                keys.append(key)
-            else:
-                pairs.append((key, copy))
-    else:
-        keys = list(referrers)
-    if keys:
-        pairs += zip(keys, backend.read_many(keys), strict=True)
-    for key, record in pairs:
+    keys = list(referrers)
+    for key, record in zip(keys, backend.read_many(keys), strict=True):
         if record is None:
             stale = True  # gone since
             continue
-        if isinstance(record, Model):
-            obj = record
-        else:
-            try:
-                obj = decode(model_for_table(key[0]), record)
-            except errors.CorruptRecordError:
-                return None  # a referrer another writer corrupted: no plan can drop it or take it along
+        try:
+            obj = decode(model_for_table(key[0]), record)
+        except errors.CorruptRecordError:
+            return None  # a referrer another writer corrupted: no plan can drop it or take it along
         read[key] = obj
         holds = False
         for spec in obj.nbdb_references:
@@ -353,11 +338,6 @@ class Walk(NamedTuple):
     """The referrers of each target it listed (or took from ``known``), as listed."""
     read: dict[RefKey, Model | None]
     """Every referrer's stored copy it read (or was given), by key (None: not found)."""
-
-    @property
-    def seen(self) -> dict[RefKey, Model]:
-        """The stored copies the walk read, owned or referring, by key (:func:`read_refusal`'s ``seen``)."""
-        return {**self.referrers, **self.owned}
 
 
 def _referrers_of(

@@ -112,7 +112,6 @@ def _id_of(member: object) -> object:
 def _weigh_named(
     backend: Backend,
     refusal: errors.ReferenceError,
-    seen: Mapping[RefKey, Model] | None,
     stale_named: frozenset[RefKey] | None,
     mine: Sequence[WriteOp | Mutate],
     dropped: bool,
@@ -125,25 +124,24 @@ def _weigh_named(
     One no plan can drop or take along (a port of a switch deleted here) refuses any, without walking them
     again. One that let go of the target meanwhile makes it stale: the walk lists the referrers again, and its
     plan is not weighed against the refused one; named stale twice running, the same ones, it stands (see
-    :meth:`nbdb.Database.delete`). ``seen``: the copies the refused try's walk read, weighed as read there (as a
-    plain delete's refusal is: a switch's ports were read again to refuse its delete); a walk plans from copies
-    read since the refusal only. ``mine``: the refused commit's own writes, beside its drops (``dropped``): with
+    :meth:`nbdb.Database.delete`). The named referrers are read after the refusal, never weighed from the copies
+    the refused try's walk read before its commit: one that turned weak or went away since refuses nothing.
+    ``mine``: the refused commit's own writes, beside its drops (``dropped``): with
     drops or writes other than deletes and creates, the store named those still pointing to the target once
     they are applied, not those they moved away, so the walk, which plans from the stored copies, lists them
     again (a group of a switch deleted here that the transaction moves to another switch goes with it, as when
     it is refused unnamed).
     """
     assert refusal.target is not None and refusal.referrers is not None
-    known = read_refusal(backend, refusal.target, refusal.referrers, seen)
+    known = read_refusal(backend, refusal.target, refusal.referrers)
     if known is None:
         return None
     stale = known is AFRESH
     named = frozenset(refusal.referrers)
     if stale and named == stale_named:
         return None
-    got = known.get(refusal.target, {})  # (none if stale)
-    read_since = {key: obj for key, obj in got.items() if not seen or key not in seen}
-    if stale or dropped or len(read_since) < len(got) or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+    read_since = dict(known.get(refusal.target, {}))  # (none if stale)
+    if stale or dropped or not all(isinstance(op, Delete) or _creates(op) for op in mine):
         known = None
     return known, read_since, stale, named if stale else None
 
@@ -398,8 +396,7 @@ class Transaction:
                     walks = True
                     if exc.target in doomed and exc.referrers is not None:
                         # The store named every referrer it refused the delete for (see _weigh_named).
-                        seen = None if planned_from is None or not plan_weak else planned_from.seen
-                        weighed = _weigh_named(context.backend, exc, seen, stale_named, mine, bool(drops))
+                        weighed = _weigh_named(context.backend, exc, stale_named, mine, bool(drops))
                         if weighed is None:
                             raise
                         known, read_since, stale, stale_named = weighed
