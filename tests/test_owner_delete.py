@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.models import LogicalSwitch, LogicalSwitchPort
 from nbdb.models.ovn import ForwardingGroup, LoadBalancer, LoadBalancerHealthCheck, Meter, MeterBand, MeterUnit
-from nbdb.testing.fixtures import shared_server
+from nbdb.testing.fixtures import shared_store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -26,12 +26,7 @@ KINDS = ["memory", "sqlite", "redis", "ovsdb"]
 @pytest.fixture(params=KINDS)
 def db(request: pytest.FixtureRequest) -> Iterator[nbdb.Database]:
     """A Database on a fresh store (a new namespace on the session's shared server for a networked kind)."""
-    kind = request.param
-    if kind in ("memory", "sqlite"):
-        with nbdb.connect(f"{kind}://") as database:
-            yield database
-        return
-    with shared_server(kind) as server, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:8]}") as database:
+    with shared_store(request.param) as database:
         yield database
 
 

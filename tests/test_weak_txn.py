@@ -112,9 +112,10 @@ def _referrers_asked(db: nbdb.Database) -> list[tuple[tuple[str, object], ...]]:
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
 def test_an_owners_plain_delete_lists_its_referrers_once_and_reads_them_again_after_a_refusal(url: str) -> None:
     # A switch owns its forwarding groups: a plain delete of one plans before the store sees it (one
-    # listing of the switch's referrers), and a refusal (for a port) weighs the port as read after it (the
-    # walk's copy, from before the commit, may be stale), without listing it again. The groups it takes along are not listed: no model holds one
-    # weakly or owns one, so their referrers are the store's to refuse.
+    # listing of the switch's referrers), and a refusal (for a port) weighs the port as read after it
+    # (the walk's copy, from before the commit, may be stale), without listing it again. The groups it
+    # takes along are not listed: no model holds one weakly or owns one, so their referrers are the store's
+    # to refuse.
     from nbdb.models.ovn import ForwardingGroup
 
     with nbdb.connect(url) as db:
