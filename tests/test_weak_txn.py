@@ -110,11 +110,12 @@ def _referrers_asked(db: nbdb.Database) -> list[tuple[tuple[str, object], ...]]:
 
 
 @pytest.mark.parametrize("url", ["memory://", "sqlite://"])
-def test_an_owners_plain_delete_lists_its_referrers_once_and_reads_each_once(url: str) -> None:
+def test_an_owners_plain_delete_lists_its_referrers_once_and_reads_them_again_after_a_refusal(url: str) -> None:
     # A switch owns its forwarding groups: a plain delete of one plans before the store sees it (one
-    # listing of the switch's referrers), and a refusal (for a port) weighs the port as that walk read it,
-    # without listing or reading it again. The groups it takes along are not listed: no model holds one
-    # weakly or owns one, so their referrers are the store's to refuse.
+    # listing of the switch's referrers), and a refusal (for a port) weighs the port as read after it
+    # (the walk's copy, from before the commit, may be stale), without listing it again. The groups it
+    # takes along are not listed: no model holds one weakly or owns one, so their referrers are the store's
+    # to refuse.
     from nbdb.models.ovn import ForwardingGroup
 
     with nbdb.connect(url) as db:
@@ -124,7 +125,7 @@ def test_an_owners_plain_delete_lists_its_referrers_once_and_reads_each_once(url
         with pytest.raises(nbdb.ReferenceError, match=str(port.id)):
             db.delete(sw)
         switch = (LogicalSwitch.nbdb_table, sw.id)
-        assert asked == [(switch,)] and reads[(LogicalSwitchPort.nbdb_table, port.id)] == 1, (asked, reads)
+        assert asked == [(switch,)] and reads[(LogicalSwitchPort.nbdb_table, port.id)] == 2, (asked, reads)
         assert db.get(LogicalSwitchPort, port.id) == port  # refused
         db.delete(port)
         fg = ForwardingGroup(switch=sw, name="fg", vip="10.0.0.9", vmac="0a:00:00:00:00:09", child_port=["p"])

@@ -693,7 +693,6 @@ class Database:
         walks = plan_now  # whether it walked first (what it took is learned unless cascade)
         known: Known | None = None  # the root's referrers a refusal named, as read to weigh it
         stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
-        seen: dict[RefKey, Model] | None = None  # the referrers the last try's walk read (see read_refusal)
         for _attempt in range(_MUTATION_ATTEMPTS if planned else 1):
             ops: _List[WriteOp] | None = None
             try:
@@ -703,12 +702,10 @@ class Database:
                     elif cascade:
                         ops = cascade_ops(self._backend, op)
                     else:
-                        seen = None
                         walk = walk_deletes(self._backend, [root], known)
                         ops = [op]
                         if walk.owned or walk.referrers:  # (most owners' walks find nothing: a bare switch)
                             ops += drops_of(walk, frozenset())
-                            seen = {**walk.referrers, **walk.owned}
                 except errors.CorruptRecordError as corrupt:
                     # A referrer its walk cannot read (another writer corrupted it): an owner's delete
                     # planned before any refusal goes alone, and a refusal stands (store_decides; a
@@ -732,7 +729,7 @@ class Database:
                     # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
                     # alone was refused, the plan walks from them as read here (an owner's delete listed
                     # and read them again). A refused plan's own drops are not among those named.
-                    read = read_refusal(self._backend, root, exc.referrers, seen, exc.unseen)
+                    read = read_refusal(self._backend, root, exc.referrers, exc.unseen)
                     if read is None:
                         raise
                     named = frozenset(exc.referrers)

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 from nbdb import errors
 from nbdb.codec import decode
 from nbdb.models.base import Model, RefSpec, all_models, model_for_table, registry_generation
-from nbdb.spi import Backend, Delete, Record, RefKey, WriteOp
+from nbdb.spi import Backend, Delete, RefKey, WriteOp
 from nbdb.writes import delete_of, put_of
 
 __all__ = [
@@ -181,11 +181,7 @@ AFRESH: Known = MappingProxyType({})
 
 
 def read_refusal(
-    backend: Backend,
-    target: RefKey,
-    referrers: Sequence[RefKey],
-    seen: Mapping[RefKey, Model] | None = None,
-    unseen: Collection[RefKey] = (),
+    backend: Backend, target: RefKey, referrers: Sequence[RefKey], unseen: Collection[RefKey] = ()
 ) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
     the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
@@ -197,34 +193,27 @@ def read_refusal(
     store did not name): the walk lists the referrers again, and the caller does not weigh the plan
     against the refused one (it was made from what the store held then), its attempts still bounded.
     Otherwise the walk starts from these reads rather than listing and reading the referrers again.
-    ``seen``: referrers the refused plan's walk read, each holding ``target`` then, and not read again (an
-    owner's delete planned before the store saw it: a switch's 40,000 ports were read twice to refuse it).
+    Every one is read here, after the refusal, never taken from a copy read before the refused commit (the
+    walk that planned it): a referrer that turned weak or went away between that walk and this read refuses
+    nothing, and judged from the old copy it would (a switch's 40,000 ports, held by the refused plan's walk,
+    are read again to refuse its delete: the price of judging from what the store holds).
     ``unseen``: referrers the store named that this Database cannot read (``ReferenceError.unseen``: OVSDB's
     rows of another namespace or client): no plan can drop them or take them along, so the refusal stands
     (read here, they looked gone, and the delete was planned and refused a second time).
     """
     if unseen:
         return None
-    keys = list(referrers)
     read: dict[RefKey, Model | None] = {}
     stale = False
-    pairs: list[tuple[RefKey, Model | Record | None]] = []
-    if seen:
-        pairs = [(key, seen[key]) for key in keys if key in seen]
-        keys = [key for key in keys if key not in seen]
-    if keys:
-        pairs += zip(keys, backend.read_many(keys), strict=True)
-    for key, record in pairs:
+    keys = list(referrers)
+    for key, record in zip(keys, backend.read_many(keys), strict=True):
         if record is None:
             stale = True  # gone since
             continue
-        if isinstance(record, Model):
-            obj = record
-        else:
-            try:
-                obj = decode(model_for_table(key[0]), record)
-            except errors.CorruptRecordError:
-                return None  # a referrer another writer corrupted: no plan can drop it or take it along
+        try:
+            obj = decode(model_for_table(key[0]), record)
+        except errors.CorruptRecordError:
+            return None  # a referrer another writer corrupted: no plan can drop it or take it along
         read[key] = obj
         holds = False
         for spec in obj.nbdb_references:
@@ -352,13 +341,25 @@ class Walk(NamedTuple):
     keys: tuple[RefKey, ...]
     owned: dict[RefKey, Model]
     referrers: dict[RefKey, Model]
+    listed: dict[RefKey, list[RefKey]]
+    """The referrers of each target it listed (or took from ``known``), as listed."""
+    read: dict[RefKey, Model | None]
+    """Every referrer's stored copy it read (or was given), by key (None: not found)."""
 
 
-def _referrers_of(backend: Backend, level: Sequence[RefKey], known: Known | None) -> dict[RefKey, list[RefKey]]:
-    """The referrers of each of ``level``: those ``known`` as they are, the others listed in one batch."""
-    if not known:
+def _referrers_of(
+    backend: Backend,
+    level: Sequence[RefKey],
+    known: Known | None,
+    lists: Mapping[RefKey, Sequence[RefKey]] | None = None,
+) -> dict[RefKey, list[RefKey]]:
+    """The referrers of each of ``level``: those ``known`` or listed already (``lists``) as they are, the others
+    listed in one batch."""
+    if not known and not lists:
         return backend.referrers_of(level)
-    found = {target: list(known[target]) for target in level if target in known}
+    found = {target: list(known[target]) for target in level if target in known} if known else {}
+    if lists:
+        found.update((target, list(lists[target])) for target in level if target in lists and target not in found)
     rest = [target for target in level if target not in found]
     if rest:
         found.update(backend.referrers_of(rest))
@@ -371,6 +372,8 @@ def walk_deletes(
     known: Known | None = None,
     written: Mapping[RefKey, Model] | None = None,
     skip: Set[RefKey] = frozenset(),
+    reads: Mapping[RefKey, Model | None] | None = None,
+    lists: Mapping[RefKey, Sequence[RefKey]] | None = None,
 ) -> Walk:
     """The stored objects deleting ``roots`` takes along (``nbdb_owned_by``) and the other referrers it reaches.
 
@@ -381,9 +384,11 @@ def walk_deletes(
     ``known``: referrers read already (see :data:`Known`). ``written``: the transaction's own updates, by
     key: an object's owner is the one its written copy names (one it moves to an owner not deleted stays,
     as ovsdb-server keeps a row another row references after the commit). ``skip``: referrers not read (the
-    transaction writes them itself, see :func:`weak_drops`).
+    transaction writes them itself, see :func:`weak_drops`). ``reads`` and ``lists``: stored copies of referrers
+    (None: not found) and the referrers of targets, by target, read and listed already (by another walk since
+    the same refusal, :attr:`Walk.read` and :attr:`Walk.listed`), not read or listed again.
     """
-    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, skip, known, written))
+    return Walk(tuple(roots), *_owned_and_referrers(backend, roots, skip, known, written, reads, lists))
 
 
 def _owned_and_referrers(
@@ -392,18 +397,25 @@ def _owned_and_referrers(
     skip: Set[RefKey],
     known: Known | None,
     written: Mapping[RefKey, Model] | None = None,
-) -> tuple[dict[RefKey, Model], dict[RefKey, Model]]:
+    reads: Mapping[RefKey, Model | None] | None = None,
+    lists: Mapping[RefKey, Sequence[RefKey]] | None = None,
+) -> tuple[dict[RefKey, Model], dict[RefKey, Model], dict[RefKey, list[RefKey]], dict[RefKey, Model | None]]:
     """The stored objects ``roots`` own, recursively, and the other stored referrers of them and of ``roots``
     (but those in ``skip``), each by key; ``known``: referrers read already (see :data:`Known`), each read
     once whatever the targets it refers to; ``written``: copies whose owner counts instead of the stored
-    copy's (see :func:`walk_deletes`)."""
+    copy's (see :func:`walk_deletes`); ``reads``, ``lists``: copies read and referrers listed already; with what
+    it listed and read."""
     level = [root for root in roots if weakly_referenced(root[0])]
     doomed = set(level)
     owned: dict[RefKey, Model] = {}
     referrers: dict[RefKey, Model] = {}
     read: dict[RefKey, Model | None] = {key: obj for got in known.values() for key, obj in got.items()} if known else {}
+    if reads:
+        read.update(reads)
+    listed: dict[RefKey, list[RefKey]] = {}
     while level:
-        found = _referrers_of(backend, level, known)
+        found = _referrers_of(backend, level, known, lists)
+        listed.update(found)
         wanted = list(dict.fromkeys(s for got in found.values() for s in got if s not in skip and s not in doomed))
         unread = [key for key in wanted if key not in read]
         if unread:
@@ -428,7 +440,7 @@ def _owned_and_referrers(
             elif backend.unwritable(key[0]) is None:
                 referrers[key] = obj
             # else: a table the store cannot write, which drops the weak references itself (see _plan_target)
-    return owned, referrers
+    return owned, referrers, listed, read
 
 
 def weak_drops(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar, cast
@@ -107,6 +107,43 @@ def _id_of(member: object) -> object:
         except ValueError:
             return member
     return member
+
+
+def _weigh_named(
+    backend: Backend,
+    refusal: errors.ReferenceError,
+    stale_named: frozenset[RefKey] | None,
+    mine: Sequence[WriteOp | Mutate],
+    dropped: bool,
+) -> tuple[Known | None, dict[RefKey, Model | None], bool, frozenset[RefKey] | None] | None:
+    """A store's ``refusal`` of a transaction's delete that names every referrer of its target, weighed: None if
+    it stands, else what the walks that plan the next try start from: the referrers known (``known`` of
+    :func:`nbdb.cascade.walk_deletes`; None: they are listed again), those read here (not read again), whether
+    it is stale, and the referrers it named if so (``stale_named``, for the next refusal).
+
+    One no plan can drop or take along (a port of a switch deleted here) refuses any, without walking them
+    again. One that let go of the target meanwhile makes it stale: the walk lists the referrers again, and its
+    plan is not weighed against the refused one; named stale twice running, the same ones, it stands (see
+    :meth:`nbdb.Database.delete`). The named referrers are read after the refusal, never weighed from the copies
+    the refused try's walk read before its commit: one that turned weak or went away since refuses nothing.
+    ``mine``: the refused commit's own writes, beside its drops (``dropped``): with
+    drops or writes other than deletes and creates, the store named those still pointing to the target once
+    they are applied, not those they moved away, so the walk, which plans from the stored copies, lists them
+    again (a group of a switch deleted here that the transaction moves to another switch goes with it, as when
+    it is refused unnamed).
+    """
+    assert refusal.target is not None and refusal.referrers is not None
+    known = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen)
+    if known is None:
+        return None
+    stale = known is AFRESH
+    named = frozenset(refusal.referrers)
+    if stale and named == stale_named:
+        return None
+    read_since = dict(known.get(refusal.target, {}))  # (none if stale)
+    if stale or dropped or not all(isinstance(op, Delete) or _creates(op) for op in mine):
+        known = None
+    return known, read_since, stale, named if stale else None
 
 
 class Transaction:
@@ -330,55 +367,6 @@ class Transaction:
                         assert step.mutation is not None
                         read = self._get(step.mutation[0], step.mutation[1])
                         step.result = context.read_back(read, version, result.revision)
-            except errors.ReferenceError as exc:
-                # A stored weak referrer of a target deleted here (or one that gained it since the plan
-                # read them): planned (again) at once. A plan that comes out the same as the one refused
-                # (none the first time) leaves the refusal standing without committing again: the store
-                # refused for another reason (a dangling strong reference), which another try cannot cure.
-                if not doomed:
-                    raise
-                mine = ops[: len(ops) - len(drops)]
-                known: Known | None = None
-                stale = False
-                if exc.target in doomed and exc.referrers is not None:
-                    # The store named every referrer it refused the delete for: one no plan can drop or
-                    # take along (a port of a switch deleted here) refuses any, without walking them again.
-                    # One that let go of the target meanwhile makes the refusal stale: the walk lists the
-                    # referrers again, and its plan is not weighed against the refused one.
-                    known = read_refusal(context.backend, exc.target, exc.referrers, unseen=exc.unseen)
-                    if known is None:
-                        raise
-                    stale = known is AFRESH
-                    named = frozenset(exc.referrers)
-                    if stale and named == stale_named:
-                        raise  # named stale twice running, the same ones: the store's refusal stands (see delete)
-                    stale_named = named if stale else None
-                    if stale or drops or not all(isinstance(op, Delete) or _creates(op) for op in mine):
-                        # It named those still pointing to the target once the commit is applied, not
-                        # those the commit's drops or updates moved away: the walk, which plans from the
-                        # stored copies, lists them again (a group of a switch deleted here that the
-                        # transaction moves to another switch goes with it, as when it is refused unnamed).
-                        known = None
-                taken, unwalked = self._take_owned(context.backend, mine, doomed, known, exc), False
-                if taken is not None:
-                    # Objects the deleted ones own go too: the weak references the transaction's own writes
-                    # hold to them are dropped, and its own writes of them become their deletes. The weak
-                    # drops of the next try are planned from the same walk's reads.
-                    (doomed, walked), plan_weak, replanned = taken, True, None
-                    log.debug("transaction: the objects its deletes own go with them")
-                    continue
-                own = {(op.table, op.id) for op in mine}
-                try:
-                    planned_from = walk_deletes(context.backend, self._deleted(mine), known, skip=own)
-                except errors.CorruptRecordError as corrupt:
-                    store_decides(corrupt, exc)
-                    raise
-                plan = drops_of(planned_from, frozenset())
-                if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
-                    raise
-                plan_weak, replanned = True, plan
-                log.debug("transaction: a weak referrer refused its deletes; dropping the references")
-                continue
             except errors.NotFoundError as exc:
                 if self._settle_gone(live, exc):
                     continue
@@ -386,18 +374,65 @@ class Transaction:
                     raise
                 log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
                 continue
-            except errors.ConflictError as exc:
-                if unwalked:
-                    # The hint sent an owner's deletes alone first, and the store refused the commit for a
-                    # unique value or a version before weighing them: walked first, the objects they own
-                    # went in that commit (freeing a name the transaction creates anew). The hint orders
-                    # the work only: walk them now, as the refusal of a reference does, and try again.
-                    mine = ops[: len(ops) - len(drops)]
-                    taken, unwalked = self._take_owned(context.backend, mine, doomed, None, exc), False
-                    if taken is not None:
+            except (errors.ReferenceError, errors.ConflictError) as exc:
+                mine = ops[: len(ops) - len(drops)]
+                known: Known | None = None
+                # Referrers' stored copies read since the refusal: no walk after it reads them again.
+                read_since: dict[RefKey, Model | None] = {}
+                stale = False
+                # Whether the objects the deletes own are walked before the refusal is weighed: after every
+                # refusal for a reference, and after a unique value's or a version's when the hint sent an
+                # owner's deletes alone first (the store refused the commit before weighing them: walked first,
+                # the objects they own went in that commit, freeing a name the transaction creates anew; the
+                # hint orders the work only).
+                walks = unwalked
+                if isinstance(exc, errors.ReferenceError):
+                    # A stored weak referrer of a target deleted here (or one that gained it since the plan
+                    # read them): planned (again) at once. A plan that comes out the same as the one refused
+                    # (none the first time) leaves the refusal standing without committing again: the store
+                    # refused for another reason (a dangling strong reference), which another try cannot cure.
+                    if not doomed:
+                        raise
+                    walks = True
+                    if exc.target in doomed and exc.referrers is not None:
+                        # The store named every referrer it refused the delete for (see _weigh_named).
+                        weighed = _weigh_named(context.backend, exc, stale_named, mine, bool(drops))
+                        if weighed is None:
+                            raise
+                        known, read_since, stale, stale_named = weighed
+                since: Walk | None = None  # a walk made since the refusal
+                if walks:
+                    unwalked = False
+                    taken = self._take_owned(context.backend, mine, doomed, known, read_since, exc)
+                    if taken is not None and taken[0] is not doomed:
+                        # Objects the deleted ones own go too: the weak references the transaction's own writes
+                        # hold to them are dropped, and its own writes of them become their deletes. The weak
+                        # drops of the next try are planned from the same walk's reads.
                         (doomed, walked), plan_weak, replanned = taken, True, None
-                        log.debug("transaction: refused before its owner deletes walked; walking them")
+                        log.debug("transaction: refused (%s); the objects its deletes own go with them", exc)
                         continue
+                    # (It found none it did not know of: the next walk lists and reads none of its again.)
+                    since = None if taken is None else taken[1]
+                if isinstance(exc, errors.ReferenceError):
+                    own = {(op.table, op.id) for op in mine}
+                    try:
+                        planned_from = walk_deletes(
+                            context.backend,
+                            self._deleted(mine),
+                            known,
+                            skip=own,
+                            reads=read_since if since is None else since.read,
+                            lists=None if since is None else since.listed,
+                        )
+                    except errors.CorruptRecordError as corrupt:
+                        store_decides(corrupt, exc)
+                        raise
+                    plan = drops_of(planned_from, frozenset())
+                    if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
+                        raise
+                    plan_weak, replanned = True, plan
+                    log.debug("transaction: a weak referrer refused its deletes; dropping the references")
+                    continue
                 if isinstance(exc, errors.UniqueViolationError):
                     if not self._settle_existing(live, exc):
                         raise
@@ -481,13 +516,15 @@ class Transaction:
         ops: Sequence[WriteOp | Mutate],
         doomed: frozenset[RefKey],
         known: Known | None,
+        reads: Mapping[RefKey, Model | None],
         refusal: errors.NbdbError,
     ) -> tuple[frozenset[RefKey], Walk] | None:
         """Make the stored objects this transaction's deletes own part of what it deletes (:meth:`_walk_taking`).
 
-        Returns the doomed targets with the owned ones and the walk of every delete that found them (its
-        reads plan the weak drops of the next try), or None if there is none the transaction did not know of.
-        ``known``: the referrers the store's refusal named, as read to weigh it (see :data:`nbdb.cascade.Known`).
+        Returns the doomed targets with the owned ones (``doomed`` itself if there is none the transaction did
+        not know of) and the walk of every delete (its reads plan the weak drops of the next try), or None if
+        no deleted object may own one (no walk). ``known``: the referrers the store's refusal named, as read
+        to weigh it (see :data:`nbdb.cascade.Known`); ``reads``: copies read since the refusal, not read again.
         ``refusal``: the store's refusal that made it walk; it stands if the walk reads a corrupt referrer
         (:func:`nbdb.cascade.store_decides`).
         """
@@ -495,14 +532,18 @@ class Transaction:
         if not any(owns(table) for table, _ in deletes):
             return None  # (no read when no deleted object may own one: a port group's members, say)
         try:
-            taken, walk = self._walk_taking(backend, deletes, doomed, known)
+            return self._walk_taking(backend, deletes, doomed, known, reads)
         except errors.CorruptRecordError as corrupt:
             store_decides(corrupt, refusal)
             raise
-        return None if taken is doomed else (taken, walk)
 
     def _walk_taking(
-        self, backend: Backend, deletes: Sequence[RefKey], doomed: frozenset[RefKey], known: Known | None
+        self,
+        backend: Backend,
+        deletes: Sequence[RefKey],
+        doomed: frozenset[RefKey],
+        known: Known | None,
+        reads: Mapping[RefKey, Model | None] | None = None,
     ) -> tuple[frozenset[RefKey], Walk]:
         """Walk ``deletes`` and make the stored objects they own (``nbdb_owned_by``) part of what it deletes.
 
@@ -525,7 +566,7 @@ class Transaction:
                 put, copy = step.op, step.planned
             if put.expect_version != 0 and isinstance(copy, Model):
                 written[(put.table, put.id)] = copy
-        walk = walk_deletes(backend, deletes, known, written)
+        walk = walk_deletes(backend, deletes, known, written, reads=reads)
         owned = walk.owned
         if owned.keys() <= doomed:
             return doomed, walk

@@ -42,6 +42,7 @@ __all__ = [
     "redis_server",
     "server_factory",
     "shared_server",
+    "shared_store",
 ]
 
 
@@ -72,6 +73,22 @@ def shared_server(kind: str, **options: Any) -> Iterator[Server]:
             _SHARED[key] = (server, users - 1)
         else:
             server.stop()
+
+
+@contextmanager
+def shared_store(kind: str) -> Iterator[Any]:
+    """A Database on a fresh store of ``kind``: ``memory://`` or ``sqlite://`` as they come, else a new namespace
+    on the process's :func:`shared_server` of that kind."""
+    import uuid
+
+    import nbdb
+
+    if kind in ("memory", "sqlite"):
+        with nbdb.connect(f"{kind}://") as database:
+            yield database
+        return
+    with shared_server(kind) as server, nbdb.connect(server.url, namespace=f"t{uuid.uuid4().hex[:8]}") as database:
+        yield database
 
 
 def _serve(kind: str, **options: Any) -> Iterator[Any]:
