@@ -64,6 +64,7 @@ from nbdb.families.kvtypes import (
     ValueIs,
     VersionIs,
     WrittenAt,
+    applied_at,
     write_count,
 )
 from nbdb.families.lease import hold_lease
@@ -734,7 +735,7 @@ class KeyValueBackend(Backend):
         kv = self.get_key(token.key)
         if kv is None:
             raise errors.BackendUnavailableError("the commit token vanished while it was being settled")
-        return kv.mod_revision if kv.value == APPLIED else None
+        return applied_at(kv)
 
     def settle(self, token: CommitToken) -> int | None:
         """The revision the token's commit applied at, or None once it is certain it never will.

@@ -27,6 +27,7 @@ __all__ = [
     "ValueIs",
     "VersionIs",
     "WrittenAt",
+    "applied_at",
     "write_count",
 ]
 
@@ -55,6 +56,15 @@ class KeyValue(NamedTuple):
     value: bytes
     version: int
     mod_revision: int
+
+
+def applied_at(token: KeyValue | None) -> int | None:
+    """The revision a commit applied at, read from its token key ``token``; None if the key is absent or void.
+
+    Only the commit writes its token as :data:`APPLIED` (a settlement writes :data:`VOID`), so a key holding
+    it says that commit is in, at the key's revision: the settle's rule, and Hazelcast's for a commit sent
+    again after it landed."""
+    return token.mod_revision if token is not None and token.value == APPLIED else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ from nbdb.families.kvgroup import CommitGroup, Outcome, SnapshotGroup
 from nbdb.families.kvplan import outside_tables, wildcard_split
 from nbdb.families.kvregistry import Registrations, gaps, parse_marks, topic_of, topics_of
 from nbdb.families.kvtypes import APPLIED as TOKEN_APPLIED
+from nbdb.families.kvtypes import applied_at
 from nbdb.families.pubsub import ChangeLogBackend, ChangeLogReader, refuse_stored_format
 from nbdb.families.rules import counter_value
 from nbdb.retry import Outage
@@ -1860,10 +1861,9 @@ def _landed_before(commit: KeyCommit, token: KeyValue | None) -> int | None:
     (both writers of ``test_member_killed_during_writes_loses_nothing`` once died of it). A commit that does
     not write its token as applied (a settle voiding one) is taken at its word.
     """
-    key = None if commit.token is None else commit.token.key
-    if key is None or token is None or commit.puts.get(key) != TOKEN_APPLIED or token.value != TOKEN_APPLIED:
+    if commit.token is None or commit.puts.get(commit.token.key) != TOKEN_APPLIED:
         return None
-    return token.mod_revision
+    return applied_at(token)
 
 
 def _java_literal(text: str) -> str:
