@@ -936,3 +936,77 @@ def _schema_file(directory: Path, name: str, schema: dict[str, Any]) -> Path:
     path = directory / f"{name}.ovsschema"
     path.write_text(json.dumps(schema))
     return path
+
+
+_TIERED: dict[str, Any] = {
+    "name": "Tiered",
+    "version": "1.0.0",
+    "tables": {
+        "Disk": {"isRoot": True, "columns": {
+            "name": {"type": "string"},
+            "tier": {"type": {"key": {"type": "integer", "enum": ["set", [1, 2, 3]]}}},
+            "gain": {"type": {"key": {"type": "real", "enum": ["set", [0.5, 1.5]]}, "min": 0, "max": 1}},
+            "extra": {"type": {"key": {"type": "integer", "enum": ["set", [1, 2, 3]]}, "min": 0, "max": "unlimited"}},
+            "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def _widened(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as a newer version of it: each enum of ``Disk`` admits one value more (4, 2.5, 4)."""
+    newer = json.loads(json.dumps(schema))
+    newer["version"] = "1.1.0"
+    columns = newer["tables"]["Disk"]["columns"]
+    for name, more in (("tier", 4), ("gain", 2.5), ("extra", 4)):
+        columns[name]["type"]["key"]["enum"][1].append(more)
+    return newer
+
+
+def test_a_newer_schemas_integer_and_real_enum_values_read_in_generated_models(tmp_path: Path) -> None:
+    """Models generated from a schema whose integer and real columns have enums, served by a newer schema
+    that added a value to each: a row holding them (another client's) reads in ``get``, ``list``, a cache
+    and a watch, and an update of another field writes them back as they were. Generated models wrote
+    these enums as ``Literal``s, which no newer value can pass: the row was a corrupt record (unseen by
+    caches and watches, refused by ``get``). Typed by the caller, or written where no schema checks the
+    enum (a store of records), such a value is still refused before anything is sent."""
+    from nbdb.models.enums import is_newer
+
+    models = _generate(_schema_file(tmp_path, "tiered", _TIERED), tmp_path, f"tiered_{uuid.uuid4().hex[:6]}")
+    assert models.Disk(name="d").tier == 1 and models.Disk(name="d", tier=3).tier == 3
+    with (
+        OvsdbServer(schema=_schema_file(tmp_path, "newer", _widened(_TIERED))) as server,
+        nbdb.connect(server.url, database="Tiered", timeout=10) as db,
+        nbdb.connect("memory://") as memory,
+    ):
+        kept = db.create(models.Disk(name="old", tier=2, gain=1.5, extra=[3]))
+        cache = db.cache([models.Disk])
+        assert cache.wait_synced(10)
+        with db.watch(models.Disk) as watch:
+            row = {"name": "new", "tier": 4, "gain": 2.5, "extra": ["set", [1, 4]]}
+            (inserted,) = _client(server, "Tiered", {"op": "insert", "table": "Disk", "row": row})
+            id = uuid.UUID(inserted["uuid"][1])
+            (event,) = watch.poll(10)
+        assert event.new is not None and event.new.id == id and event.new.tier == 4
+        disk = db.get(models.Disk, id)
+        assert (disk.tier, disk.gain, sorted(disk.extra)) == (4, 2.5, [1, 4])
+        assert isinstance(disk.tier, models.DiskTier) and is_newer(disk.tier) and disk.tier.value == 4
+        assert isinstance(disk.gain, models.DiskGain) and is_newer(disk.gain) and not is_newer(kept.tier)
+        assert disk.model_dump(mode="json")["tier"] == 4 and disk.model_dump(mode="json")["gain"] == 2.5
+        assert {d.id: d.tier for d in db.list(models.Disk)} == {kept.id: 2, id: 4}
+        assert cache.wait_for(event.revision, 10)
+        assert cache.get(models.Disk, id) == disk and not cache.corrupt
+        cache.close()
+        updated = db.update(disk.replace(name="renamed"))
+        assert (updated.tier, updated.gain, updated.version) == (4, 2.5, disk.version + 1)
+        (found,) = _client(server, "Tiered", {"op": "select", "table": "Disk", "where": [["name", "==", "renamed"]]})
+        assert [(r["tier"], r["gain"]) for r in found["rows"]] == [(4, 2.5)]  # written back as read
+        # The input check stays: a value the models' enum lacks, typed by the caller, is refused.
+        with pytest.raises(nbdb.ValidationError):
+            disk.replace(tier=5)
+        with pytest.raises(nbdb.ValidationError):
+            db.create(models.Disk(name="typed", tier=4))
+        # A store of records checks no enum: a copy holding the newer values is refused there.
+        with pytest.raises(nbdb.ValidationError, match=r"gain = 2\.5; tier = 4"):
+            memory.create(updated.model_copy(update={"version": 0}))
+        assert memory.list(models.Disk) == []
+        assert db.update(updated.replace(tier=1)).tier == 1
