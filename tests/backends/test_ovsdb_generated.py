@@ -1021,7 +1021,8 @@ _FLAGGED: dict[str, Any] = {
     "tables": {
         "Knob": {"isRoot": True, "columns": {
             "name": {"type": "string"},
-            "flags": {"type": {"key": {"type": "boolean", "enum": ["set", [True, False]]}, "min": 0, "max": "unlimited"}},
+            "flags": {"type": {"key": {"type": "boolean", "enum": ["set", [True, False]]},
+                               "min": 0, "max": "unlimited"}},
             "switches": {"type": {"key": {"type": "uuid", "enum": ["set", [["uuid", _SWITCHES]]]},
                                   "min": 0, "max": "unlimited"}},
             "on": {"type": {"key": {"type": "boolean", "enum": ["set", [True]]}, "min": 0, "max": 1}},
@@ -1036,9 +1037,10 @@ def test_a_set_of_a_boolean_or_uuid_enum_in_a_generated_model_reads_and_writes(t
     for a set of one: every write of the model, its defaults too, was a raw ``TypeError`` (unhashable list).
     """
     models = _generate(_schema_file(tmp_path, "flagged", _FLAGGED), tmp_path, f"flagged_{uuid.uuid4().hex[:6]}")
-    with OvsdbServer(schema=tmp_path / "flagged.ovsschema") as server, nbdb.connect(
-        server.url, database="Flagged", timeout=10
-    ) as db:
+    with (
+        OvsdbServer(schema=tmp_path / "flagged.ovsschema") as server,
+        nbdb.connect(server.url, database="Flagged", timeout=10) as db,
+    ):
         cache = db.cache([models.Knob])
         assert cache.wait_synced(10)
         with db.watch(models.Knob) as watch:
