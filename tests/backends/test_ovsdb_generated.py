@@ -1015,20 +1015,20 @@ def test_a_newer_schemas_integer_and_real_enum_values_read_in_generated_models(t
 
 
 _SWITCHES = "0b7e3a4c-1111-4222-8333-444455556666"
+_ANY = {"min": 0, "max": "unlimited"}
+_KNOB: dict[str, Any] = {
+    "name": {"type": "string"},
+    "flags": {"type": {"key": {"type": "boolean", "enum": ["set", [True, False]]}, **_ANY}},
+    "switches": {"type": {"key": {"type": "uuid", "enum": ["set", [["uuid", _SWITCHES]]]}, **_ANY}},
+    "on": {"type": {"key": {"type": "boolean", "enum": ["set", [True]]}, "min": 0, "max": 1}},
+    "by_port": {"type": {"key": "integer", "value": {"type": "boolean", "enum": ["set", [True]]}, **_ANY}},
+    "external_ids": {"type": _MAP},
+}
 _FLAGGED: dict[str, Any] = {
     "name": "Flagged",
     "version": "1.0.0",
-    "tables": {
-        "Knob": {"isRoot": True, "columns": {
-            "name": {"type": "string"},
-            "flags": {"type": {"key": {"type": "boolean", "enum": ["set", [True, False]]},
-                               "min": 0, "max": "unlimited"}},
-            "switches": {"type": {"key": {"type": "uuid", "enum": ["set", [["uuid", _SWITCHES]]]},
-                                  "min": 0, "max": "unlimited"}},
-            "on": {"type": {"key": {"type": "boolean", "enum": ["set", [True]]}, "min": 0, "max": 1}},
-            "external_ids": {"type": _MAP}}},
-    },
-}  # fmt: skip
+    "tables": {"Knob": {"isRoot": True, "columns": _KNOB}},
+}
 
 
 def test_a_set_of_a_boolean_or_uuid_enum_in_a_generated_model_reads_and_writes(tmp_path: Path) -> None:
@@ -1045,14 +1045,17 @@ def test_a_set_of_a_boolean_or_uuid_enum_in_a_generated_model_reads_and_writes(t
         assert cache.wait_synced(10)
         with db.watch(models.Knob) as watch:
             bare = db.create(models.Knob(name="bare"))  # the defaults: empty sets
-            knob = db.create(models.Knob(name="k", flags=[False, True], switches=[_SWITCHES], on=True))
+            knob = db.create(
+                models.Knob(name="k", flags=[False, True], switches=[_SWITCHES], on=True, by_port={7: True})
+            )
             assert [e.new for e in watch.poll(10)] == [bare, knob]
         assert db.get(models.Knob, bare.id) == bare and (bare.flags, bare.switches, bare.on) == ([], [], None)
         got = db.get(models.Knob, knob.id)
-        assert (got.flags, got.switches, got.on) == ([False, True], [_SWITCHES], True) and got == knob
+        assert (got.flags, got.switches, got.on, got.by_port) == ([False, True], [_SWITCHES], True, {7: True})
+        assert got == knob
         (row,) = _client(server, "Flagged", {"op": "select", "table": "Knob", "where": [["name", "==", "k"]]})
         assert row["rows"][0]["flags"] == ["set", [False, True]]  # the schema's own set column, typed
-        assert row["rows"][0]["switches"] == ["uuid", _SWITCHES]
+        assert row["rows"][0]["switches"] == ["uuid", _SWITCHES] and row["rows"][0]["by_port"] == ["map", [[7, True]]]
         updated = db.update(got.replace(flags=[True], switches=[]))
         assert db.get(models.Knob, knob.id) == updated and (updated.flags, updated.switches) == ([True], [])
         assert {k.id: k.flags for k in db.list(models.Knob)} == {bare.id: [], knob.id: [True]}

@@ -58,7 +58,7 @@ _SHAPES = {
     "kept": "set",
     "held": "set",
     "fixed": "list",
-    "by_name": "scalar",
+    "by_name": "map",
 }
 
 

@@ -38,7 +38,7 @@ class FieldShape:
     of each value for a map): ``string``, ``integer``, ``real``, ``boolean``,
     ``uuid``, ``enum`` (a string from ``enum``), or ``json`` for anything
     else (nested models, lists of lists), which only JSON text can hold.
-    A ``json`` field is a ``scalar`` but for a list or set of ``Literal``
+    A ``json`` field is a ``scalar`` but for a list, set or map of ``Literal``
     values (``list[Literal[True]]``): of ``json`` items, each one atom.
     ``container`` is ``scalar``, ``list`` (ordered, duplicates allowed),
     ``set`` or ``map`` (keys of kind ``key_kind``). ``default`` is the
@@ -121,9 +121,9 @@ def _is_literal(annotation: Any) -> bool:
     """Whether ``annotation`` (without ``Annotated`` and ``| None``) is a ``Literal``: an atom of kind ``json``.
 
     Its values may be of several types (``Literal[1, "a"]``), so its kind stays ``json`` (a store keeps
-    each value's JSON type), but it is one atom, never a list: a list or set of them is a ``list`` or
-    ``set`` of ``json`` items (a schema's set column of booleans or uuids holding a generated model's
-    ``list[Literal[True]]``), not a ``json`` scalar, which an OVSDB set column took for one value.
+    each value's JSON type), but it is one atom, never a list: a list, set or map of them is a ``list``,
+    ``set`` or ``map`` of ``json`` items (a schema's set column of booleans or uuids holding a generated
+    model's ``list[Literal[True]]``), not a ``json`` scalar, which an OVSDB set column took for one value.
     """
     return get_origin(_strip(annotation)[0]) is typing.Literal
 
@@ -143,7 +143,7 @@ def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> Fie
         key, value = get_args(annotation)
         kkind, _ = _atom(key)
         vkind, enum = _atom(value)
-        if kkind in ("string", "integer", "uuid") and vkind != "json":
+        if kkind in ("string", "integer", "uuid") and (vkind != "json" or _is_literal(value)):
             container, key_kind, kind = "map", kkind, vkind
     required = info.is_required()
     default = None
