@@ -594,3 +594,18 @@ def test_the_field_naming_an_owner_is_a_free_name_whatever_the_owner_and_the_col
         db.create(module.Item(**{field: box.id}))
         db.delete(box)
         assert db.list(module.Item) == []
+
+
+def test_a_generated_real_enums_members_print_and_format_as_their_numbers(tmp_path: Path) -> None:
+    """A real column's enum was a ``Literal`` of floats: ``f"{gadget.gain:.2f}"`` gave ``0.50`` and
+    ``str(gadget.gain)`` gave ``0.5``, as an ``IntEnum``'s member still does for an integer column. A
+    ``class X(float, Enum)`` member prints as ``GadgetGain.V_0_5`` and a format spec raises ValueError
+    ("Unknown format code 'f' for object of type 'str'"); a newer member prints as ``GadgetGain.2.5``.
+    (Review of wip/intenum: a ``float``/``ReprEnum`` base, as ``IntEnum`` is, keeps the number's.)"""
+    gen = load_generated(CONSTRAINED, tmp_path, f"realfmt_{uuid.uuid4().hex[:6]}")
+    ok = gen.Gadget(label="ok", some=[1], pairs={"a": 1}, level=5, gain=0.5)
+    assert (str(ok.level), f"{ok.level:03d}") == ("5", "005")  # the IntEnum's: as the Literal's int was
+    assert str(ok.gain) == "0.5" and f"{ok.gain}" == "0.5"
+    assert f"{ok.gain:.2f}" == "0.50"
+    newer = newer_value(gen.GadgetGain, 2.5)
+    assert str(newer) == "2.5" and f"{newer:.1f}" == "2.5"
