@@ -58,7 +58,20 @@ __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
 _IMPORTED = frozenset(
-    {"Annotated", "ClassVar", "Column", "Enum", "Field", "IntEnum", "Literal", "Model", "Reference", "StrEnum", "UUID"}
+    {
+        "Annotated",
+        "ClassVar",
+        "Column",
+        "Enum",
+        "Field",
+        "IntEnum",
+        "Literal",
+        "Model",
+        "Reference",
+        "ReprEnum",
+        "StrEnum",
+        "UUID",
+    }
 )
 """Names the generated module imports, which no class of it may take."""
 _BUILTINS = frozenset({"str", "int", "float", "bool", "list", "dict"})
@@ -349,10 +362,10 @@ class _Module:
         return "\n".join(head) + "\n\n" + "\n\n\n".join(body) + "\n"
 
 
-_ENUM_BASES = {"string": "StrEnum", "integer": "IntEnum", "real": "float, Enum"}
+_ENUM_BASES = {"string": "StrEnum", "integer": "IntEnum", "real": "float, ReprEnum"}
 """The class an enumerated column's atoms become: one of the enum, so that a newer schema's value reads."""
 _ENUM_VALUE: dict[str, Any] = {"string": str, "integer": int, "real": float}
-_ENUM_IMPORTS = {"StrEnum": "StrEnum", "IntEnum": "IntEnum", "float, Enum": "Enum"}
+_ENUM_IMPORTS = {"StrEnum": "StrEnum", "IntEnum": "IntEnum", "float, ReprEnum": "ReprEnum"}
 
 
 def _base_of(values: list[Any]) -> str:
