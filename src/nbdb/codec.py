@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from collections.abc import Iterable
-from enum import StrEnum
+from enum import Enum
 from typing import Any, NamedTuple, TypeVar, cast
 from uuid import UUID
 
@@ -37,7 +37,7 @@ from nbdb.models.base import (
     set_private,
     validation_error_of,
 )
-from nbdb.models.enums import enum_fields, newer_value
+from nbdb.models.enums import data_type, enum_fields, newer_value
 from nbdb.models.shared import EMPTY_DICT, EMPTY_LIST, FrozenDict, FrozenList, FrozenSet, deep_frozen, freeze_containers
 from nbdb.spi import CheckedData, Record
 from nbdb.storable import FIELD_VALIDATORS, check_storable, storable
@@ -346,34 +346,50 @@ def _known_fields(
 
 def _unknown_and_newer(
     model: type[Model], exc: pydantic.ValidationError, data: bytes
-) -> tuple[list[str], list[tuple[tuple[Any, ...], type[StrEnum], str]]] | None:
+) -> tuple[list[str], list[tuple[tuple[Any, ...], type[Enum], Any]]] | None:
     """The top-level fields ``exc`` found the model does not have, and the newer schema's enum values it found
     (where, the field's enum, the text); None if anything else failed too.
 
     A value outside its field's enum is a newer schema's only where the store says its schema checked it
-    (:class:`nbdb.spi.CheckedData`): in a field of a ``StrEnum``, itself or an item of a list or
-    a map's value, and among the values the record's ``admitted`` names for that field.
+    (:class:`nbdb.spi.CheckedData`): in a field of an enum (a ``StrEnum``, an ``IntEnum``...), itself or
+    an item of a list or a map's value, of the enum's data type (text, an integer, a number), and among
+    the values the record's ``admitted`` names for that field (as text).
     """
     admitted = data.admitted if type(data) is CheckedData else None
     names: list[str] = []
-    newer: list[tuple[tuple[Any, ...], type[StrEnum], str]] = []
+    newer: list[tuple[tuple[Any, ...], type[Enum], Any]] = []
     for problem in exc.errors(include_url=False):
         loc, kind = problem["loc"], problem["type"]
         if kind == "extra_forbidden" and len(loc) == 1:
             names.append(str(loc[0]))
             continue
-        text = problem.get("input")
         values = None if admitted is None or kind != "enum" or not loc else admitted.get(str(loc[0]))
-        enum = None if values is None or type(text) is not str or text not in values else _enum_of(model, str(loc[0]))
-        if enum is None or len(loc) > 2:
+        enum = None if values is None else _enum_of(model, str(loc[0]))
+        value = None if enum is None else _as_data(enum, problem.get("input"))
+        if enum is None or values is None or value is None or str(value) not in values or len(loc) > 2:
             return None
-        newer.append((loc, enum, text))
+        newer.append((loc, enum, value))
     return names, newer
 
 
-def _enum_of(model: type[Model], name: str) -> type[StrEnum] | None:
-    """The ``StrEnum`` of field ``name`` of ``model`` (of its items or values), or None."""
+def _enum_of(model: type[Model], name: str) -> type[Enum] | None:
+    """The enum of field ``name`` of ``model`` (of its items or values), or None."""
     return enum_fields(model).get(name)
+
+
+def _as_data(enum: type[Enum], value: Any) -> Any:
+    """A record's ``value`` as a value of ``enum``'s data type (text, an integer, a real), or None if it is none.
+
+    A JSON number is a real's value whatever its spelling (``2`` is ``2.0``); a boolean is no integer.
+    """
+    kind, given = data_type(enum), type(value)
+    if kind is str:
+        return value if given is str else None
+    if kind is object:  # a plain Enum: its values are what its members hold
+        return value if given is str or given is int or given is float else None
+    if kind is int:
+        return value if given is int else None
+    return float(value) if given is int or given is float else None
 
 
 def _at(document: dict[str, Any], loc: tuple[Any, ...], value: Any) -> None:
@@ -385,7 +401,7 @@ def _at(document: dict[str, Any], loc: tuple[Any, ...], value: Any) -> None:
 
 
 def _with_newer(
-    model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[StrEnum], str]], holding: dict[str, Any]
+    model: type[M], parsed: Any, newer: list[tuple[tuple[Any, ...], type[Enum], Any]], holding: dict[str, Any]
 ) -> Any:
     """``parsed`` (as ``validate`` returned it) with the fields ``holding`` newer values validated again as stored.
 

@@ -56,7 +56,8 @@ class CheckedData(bytes):
     """``Record.data`` whose enumerated fields hold values the store's own schema checked (OVSDB's columns).
 
     ``admitted``: field -> the values its column admits that the model's enum
-    lacks (a newer schema's). The codec reads such a value into the field as
+    lacks (a newer schema's), as text (an integer's or a real's as ``str`` spells it).
+    The codec reads such a value into the field as
     a newer member of its enum (:func:`nbdb.models.enums.newer_value`) instead of refusing the record; only a
     store whose server refuses any other value there may hand these bytes out,
     and only a backend makes them (what a store of records holds is plain

@@ -11,7 +11,7 @@ import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 import nbdb
 from nbdb.cli import main
 from nbdb.conformance.kit import eventually
-from nbdb.models import LogicalSwitch, LogicalSwitchPort
+from nbdb.families.ovsdb.schemagen import generate_schema
+from nbdb.models import LogicalSwitch, LogicalSwitchPort, Model
+from nbdb.models.shape import shape_of
 from nbdb.testing.faults import FaultProxy
 from nbdb.testing.ovsdb import OvsdbServer, find_ovn_nb_schema
 from nbdb.testing.probes import run_tool
@@ -936,3 +938,163 @@ def _schema_file(directory: Path, name: str, schema: dict[str, Any]) -> Path:
     path = directory / f"{name}.ovsschema"
     path.write_text(json.dumps(schema))
     return path
+
+
+_TIERED: dict[str, Any] = {
+    "name": "Tiered",
+    "version": "1.0.0",
+    "tables": {
+        "Disk": {"isRoot": True, "columns": {
+            "name": {"type": "string"},
+            "tier": {"type": {"key": {"type": "integer", "enum": ["set", [1, 2, 3]]}}},
+            "gain": {"type": {"key": {"type": "real", "enum": ["set", [0.5, 1.5]]}, "min": 0, "max": 1}},
+            "extra": {"type": {"key": {"type": "integer", "enum": ["set", [1, 2, 3]]}, "min": 0, "max": "unlimited"}},
+            "external_ids": {"type": _MAP}}},
+    },
+}  # fmt: skip
+
+
+def _widened(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` as a newer version of it: each enum of ``Disk`` admits one value more (4, 2.5, 4)."""
+    newer = json.loads(json.dumps(schema))
+    newer["version"] = "1.1.0"
+    columns = newer["tables"]["Disk"]["columns"]
+    for name, more in (("tier", 4), ("gain", 2.5), ("extra", 4)):
+        columns[name]["type"]["key"]["enum"][1].append(more)
+    return newer
+
+
+def test_a_newer_schemas_integer_and_real_enum_values_read_in_generated_models(tmp_path: Path) -> None:
+    """Models generated from a schema whose integer and real columns have enums, served by a newer schema
+    that added a value to each: a row holding them (another client's) reads in ``get``, ``list``, a cache
+    and a watch, and an update of another field writes them back as they were. Generated models wrote
+    these enums as ``Literal``s, which no newer value can pass: the row was a corrupt record (unseen by
+    caches and watches, refused by ``get``). Typed by the caller, or written where no schema checks the
+    enum (a store of records), such a value is still refused before anything is sent."""
+    from nbdb.models.enums import is_newer
+
+    models = _generate(_schema_file(tmp_path, "tiered", _TIERED), tmp_path, f"tiered_{uuid.uuid4().hex[:6]}")
+    assert models.Disk(name="d").tier == 1 and models.Disk(name="d", tier=3).tier == 3
+    with (
+        OvsdbServer(schema=_schema_file(tmp_path, "newer", _widened(_TIERED))) as server,
+        nbdb.connect(server.url, database="Tiered", timeout=10) as db,
+        nbdb.connect("memory://") as memory,
+    ):
+        kept = db.create(models.Disk(name="old", tier=2, gain=1.5, extra=[3]))
+        cache = db.cache([models.Disk])
+        assert cache.wait_synced(10)
+        with db.watch(models.Disk) as watch:
+            row = {"name": "new", "tier": 4, "gain": 2.5, "extra": ["set", [1, 4]]}
+            (inserted,) = _client(server, "Tiered", {"op": "insert", "table": "Disk", "row": row})
+            id = uuid.UUID(inserted["uuid"][1])
+            (event,) = watch.poll(10)
+        assert event.new is not None and event.new.id == id and event.new.tier == 4
+        disk = db.get(models.Disk, id)
+        assert (disk.tier, disk.gain, sorted(disk.extra)) == (4, 2.5, [1, 4])
+        assert isinstance(disk.tier, models.DiskTier) and is_newer(disk.tier) and disk.tier.value == 4
+        assert isinstance(disk.gain, models.DiskGain) and is_newer(disk.gain) and not is_newer(kept.tier)
+        assert disk.model_dump(mode="json")["tier"] == 4 and disk.model_dump(mode="json")["gain"] == 2.5
+        assert {d.id: d.tier for d in db.list(models.Disk)} == {kept.id: 2, id: 4}
+        assert cache.wait_for(event.revision, 10)
+        assert cache.get(models.Disk, id) == disk and not cache.corrupt
+        cache.close()
+        updated = db.update(disk.replace(name="renamed"))
+        assert (updated.tier, updated.gain, updated.version) == (4, 2.5, disk.version + 1)
+        (found,) = _client(server, "Tiered", {"op": "select", "table": "Disk", "where": [["name", "==", "renamed"]]})
+        assert [(r["tier"], r["gain"]) for r in found["rows"]] == [(4, 2.5)]  # written back as read
+        # The input check stays: a value the models' enum lacks, typed by the caller, is refused.
+        with pytest.raises(nbdb.ValidationError):
+            disk.replace(tier=5)
+        with pytest.raises(nbdb.ValidationError):
+            db.create(models.Disk(name="typed", tier=4))
+        # A store of records checks no enum: a copy holding the newer values is refused there.
+        with pytest.raises(nbdb.ValidationError, match=r"gain = 2\.5; tier = 4"):
+            memory.create(updated.model_copy(update={"version": 0}))
+        assert memory.list(models.Disk) == []
+        assert db.update(updated.replace(tier=1)).tier == 1
+
+
+_SWITCHES = "0b7e3a4c-1111-4222-8333-444455556666"
+_ANY = {"min": 0, "max": "unlimited"}
+_KNOB: dict[str, Any] = {
+    "name": {"type": "string"},
+    "flags": {"type": {"key": {"type": "boolean", "enum": ["set", [True, False]]}, **_ANY}},
+    "switches": {"type": {"key": {"type": "uuid", "enum": ["set", [["uuid", _SWITCHES]]]}, **_ANY}},
+    "on": {"type": {"key": {"type": "boolean", "enum": ["set", [True]]}, "min": 0, "max": 1}},
+    "by_port": {"type": {"key": "integer", "value": {"type": "boolean", "enum": ["set", [True]]}, **_ANY}},
+    "external_ids": {"type": _MAP},
+}
+_FLAGGED: dict[str, Any] = {
+    "name": "Flagged",
+    "version": "1.0.0",
+    "tables": {"Knob": {"isRoot": True, "columns": _KNOB}},
+}
+
+
+def test_a_set_of_a_boolean_or_uuid_enum_in_a_generated_model_reads_and_writes(tmp_path: Path) -> None:
+    """``nbdb models generate`` writes a set column of a boolean or uuid enum as ``list[Literal[...]]``. nbdb
+    took the field for one value (a ``Literal`` was one JSON atom, its list too), and OVSDB's set column
+    for a set of one: every write of the model, its defaults too, was a raw ``TypeError`` (unhashable list).
+    """
+    models = _generate(_schema_file(tmp_path, "flagged", _FLAGGED), tmp_path, f"flagged_{uuid.uuid4().hex[:6]}")
+    with (
+        OvsdbServer(schema=tmp_path / "flagged.ovsschema") as server,
+        nbdb.connect(server.url, database="Flagged", timeout=10) as db,
+    ):
+        cache = db.cache([models.Knob])
+        assert cache.wait_synced(10)
+        with db.watch(models.Knob) as watch:
+            bare = db.create(models.Knob(name="bare"))  # the defaults: empty sets
+            knob = db.create(
+                models.Knob(name="k", flags=[False, True], switches=[_SWITCHES], on=True, by_port={7: True})
+            )
+            assert [e.new for e in watch.poll(10)] == [bare, knob]
+        assert db.get(models.Knob, bare.id) == bare and (bare.flags, bare.switches, bare.on) == ([], [], None)
+        got = db.get(models.Knob, knob.id)
+        assert (got.flags, got.switches, got.on, got.by_port) == ([False, True], [_SWITCHES], True, {7: True})
+        assert got == knob
+        (row,) = _client(server, "Flagged", {"op": "select", "table": "Knob", "where": [["name", "==", "k"]]})
+        assert row["rows"][0]["flags"] == ["set", [False, True]]  # the schema's own set column, typed
+        assert row["rows"][0]["switches"] == ["uuid", _SWITCHES] and row["rows"][0]["by_port"] == ["map", [[7, True]]]
+        updated = db.update(got.replace(flags=[True], switches=[]))
+        assert db.get(models.Knob, knob.id) == updated and (updated.flags, updated.switches) == ([True], [])
+        assert {k.id: k.flags for k in db.list(models.Knob)} == {bare.id: [], knob.id: [True]}
+        row = {"name": "theirs", "flags": ["set", [True]], "switches": ["uuid", _SWITCHES]}
+        (inserted,) = _client(server, "Flagged", {"op": "insert", "table": "Knob", "row": row})
+        theirs = db.get(models.Knob, uuid.UUID(inserted["uuid"][1]))
+        assert (theirs.flags, theirs.switches) == ([True], [_SWITCHES])
+        assert cache.wait_for(db.list(models.Knob).revision, 10) and not cache.corrupt
+        assert cache.find(models.Knob, name="k") == [updated] and cache.find(models.Knob, name="theirs") == [theirs]
+        with pytest.raises(nbdb.ValidationError):
+            models.Knob(name="bad", flags=["maybe"])
+
+
+class LiteralKnob(Model):
+    """A hand-written model of ``Literal`` fields, kept in nbdb's model database."""
+
+    nbdb_table = "gen_literal_knob"
+    name: str = ""
+    one: Literal["p", "q"] = "p"
+    level: Literal[1, 2] | None = None
+    tags: list[Literal["a", "b"]] = []
+    kinds: frozenset[Literal["x", "y"]] = frozenset()
+    flags: set[Literal[True, False]] = set()
+
+
+def test_literal_fields_keep_their_stored_format_in_the_model_database() -> None:
+    """A list or set of ``Literal`` values is a list or set of JSON atoms now, no longer one JSON value:
+    in the model database it is still the JSON text of a string column, as before, and a scalar
+    ``Literal`` the JSON text of its value (a database made before reads the same, and reads as before)."""
+    columns = generate_schema([shape_of(LiteralKnob)])["tables"]["gen_literal_knob"]["columns"]
+    assert {name: columns[name]["type"] for name in ("one", "level", "tags", "kinds", "flags")} == dict.fromkeys(
+        ("one", "level", "tags", "kinds", "flags"), "string"
+    )
+    with OvsdbServer(model_schema=True) as server, nbdb.connect(server.url, timeout=10) as db:
+        knob = db.create(LiteralKnob(name="k", one="q", level=2, tags=["b", "a", "b"], kinds={"y"}, flags={True}))
+        (found,) = _client(server, "nbdb", {"op": "select", "table": "gen_literal_knob", "where": []})
+        (row,) = found["rows"]
+        stored = {name: row[name] for name in ("one", "level", "tags", "kinds", "flags")}
+        assert stored == {"one": '"q"', "level": "2", "tags": '["b", "a", "b"]', "kinds": '["y"]', "flags": "[true]"}
+        assert db.get(LiteralKnob, knob.id) == knob and db.list(LiteralKnob) == [knob]
+        updated = db.update(knob.replace(tags=[], kinds={"x", "y"}))
+        assert db.get(LiteralKnob, knob.id) == updated and updated.kinds == {"x", "y"}

@@ -181,6 +181,25 @@ def test_generated_models_carry_every_constraint_of_the_schema(tmp_path: Path) -
         gen.Gadget(some=[1], pairs={"a": 1})  # a string of at least 2 characters has no default
 
 
+def test_integer_and_real_enums_become_enum_classes_that_hold_a_newer_schemas_value(tmp_path: Path) -> None:
+    """An integer column's enum was a ``Literal``: nothing but its own values validates as one, so a row
+    holding a value a newer schema added was a corrupt record. An ``IntEnum`` (a ``float`` ``Enum`` for
+    reals) is what a ``Literal`` was to its user (equal to the numbers, dumped as them) and holds one."""
+    schema = json.loads(json.dumps(CONSTRAINED))
+    schema["tables"]["Gadget"]["columns"]["signed"] = {"type": {"key": {"type": "integer", "enum": ["set", [-1, 1]]}}}
+    gen = load_generated(schema, tmp_path, f"enums_{uuid.uuid4().hex[:6]}")
+    ok = gen.Gadget(label="ok", some=[1], pairs={"a": 1}, level=5, gain=0.5)
+    assert isinstance(ok.level, gen.GadgetLevel) and ok.level == 5 and ok.level + 1 == 6
+    assert isinstance(ok.gain, gen.GadgetGain) and ok.gain == 0.5
+    assert [m.value for m in gen.GadgetLevel] == [3, 5, 7] and [m.value for m in gen.GadgetSigned] == [-1, 1]
+    assert ok.model_dump(mode="json")["level"] == 5 and ok.model_dump(mode="json")["gain"] == 0.5
+    assert gen.Gadget.model_validate_json(ok.model_dump_json()) == ok
+    newer = ok.replace(level=newer_value(gen.GadgetLevel, 9), gain=newer_value(gen.GadgetGain, 2.5))
+    assert (newer.level, newer.gain) == (9, 2.5) and is_newer(newer.level) and is_newer(newer.gain)
+    with pytest.raises(nbdb.ValidationError):
+        ok.replace(level=9)  # the caller's value outside the enum is refused as before
+
+
 def test_a_schema_in_which_no_table_is_a_root_has_every_table_a_root() -> None:
     """ovsdb-server keeps the rows of such a schema (no garbage collection) and leaves "isRoot" out of
     get_schema when every table is a root: nbdb read each as non-root (generated models said their rows
@@ -575,3 +594,18 @@ def test_the_field_naming_an_owner_is_a_free_name_whatever_the_owner_and_the_col
         db.create(module.Item(**{field: box.id}))
         db.delete(box)
         assert db.list(module.Item) == []
+
+
+def test_a_generated_real_enums_members_print_and_format_as_their_numbers(tmp_path: Path) -> None:
+    """A real column's enum was a ``Literal`` of floats: ``f"{gadget.gain:.2f}"`` gave ``0.50`` and
+    ``str(gadget.gain)`` gave ``0.5``, as an ``IntEnum``'s member still does for an integer column. A
+    ``class X(float, Enum)`` member prints as ``GadgetGain.V_0_5`` and a format spec raises ValueError
+    ("Unknown format code 'f' for object of type 'str'"); a newer member prints as ``GadgetGain.2.5``.
+    (Review of wip/intenum: a ``float``/``ReprEnum`` base, as ``IntEnum`` is, keeps the number's.)"""
+    gen = load_generated(CONSTRAINED, tmp_path, f"realfmt_{uuid.uuid4().hex[:6]}")
+    ok = gen.Gadget(label="ok", some=[1], pairs={"a": 1}, level=5, gain=0.5)
+    assert (str(ok.level), f"{ok.level:03d}") == ("5", "005")  # the IntEnum's: as the Literal's int was
+    assert str(ok.gain) == "0.5" and f"{ok.gain}" == "0.5"
+    assert f"{ok.gain:.2f}" == "0.50"
+    newer = newer_value(gen.GadgetGain, 2.5)
+    assert str(newer) == "2.5" and f"{newer:.1f}" == "2.5"

@@ -7,10 +7,15 @@ value must still read, keep its value through an update of another field and
 reach the caches and watches, while nbdb's input check stays: ``action="alow"``
 is refused on every backend, before anything is sent.
 
-Such a value is read as a *newer member* of the field's ``StrEnum``
+Such a value is read as a *newer member* of the field's enum
 (:func:`newer_value`): an instance of the enum that is none of its declared
 members, equal to its text (``policy.action == "jump"``), with that text as its
-``value`` and ``name``, as Python's own pseudo-members of a ``Flag`` are. Being
+``value`` and ``name``, as Python's own pseudo-members of a ``Flag`` are. So are
+an ``IntEnum``'s (``nbdb models generate`` writes one for an integer column's enum:
+equal to the integer, ``name`` its text) and a ``float`` ``Enum``'s; a plain
+``Enum``'s newer member holds the value, and equals only itself, as its members do.
+A ``Literal`` field cannot hold one (nothing but its own values validates as a
+``Literal``): a row holding a newer value there stays a corrupt record. Being
 an instance of the enum, every validation (``replace()``) and serialization
 (``encode``, ``model_dump``) takes it as it takes a member: the models' schemas
 are unchanged, so an ordinary write pays nothing. Plain text outside the enum
@@ -28,7 +33,7 @@ from __future__ import annotations
 import threading
 import typing
 from collections.abc import Iterable, Mapping
-from enum import StrEnum
+from enum import Enum, Flag
 from typing import Any
 
 import pydantic
@@ -38,18 +43,19 @@ __all__ = ["enum_fields", "is_newer", "newer_held", "newer_value", "newer_values
 MADE: list[bool] = []
 """Not empty once the process made a newer member: until then no write needs to look for one."""
 
-_MEMBERS: dict[tuple[type[StrEnum], str], StrEnum] = {}
+_MEMBERS: dict[tuple[type[Enum], Any], Enum] = {}
 _LOCK = threading.Lock()
 
 
-def newer_value(enum: type[StrEnum], text: str) -> StrEnum:
-    """The newer member of ``enum`` holding ``text`` (one per enum and text; for the decoder, see the module's doc).
+def newer_value(enum: type[E], text: Any) -> E:
+    """The newer member of ``enum`` holding ``text`` (one per enum and value; for the decoder, see the module's doc).
 
-    ``text`` must be no member's value (a member is returned as itself).
+    ``text`` must be no member's value (a member is returned as itself), and of the enum's data type
+    (:func:`data_type`): a ``StrEnum``'s text, an ``IntEnum``'s integer, a ``float`` ``Enum``'s number.
     """
     found = _MEMBERS.get((enum, text))
     if found is not None:
-        return found
+        return found  # type: ignore[return-value]
     try:
         return enum(text)
     except ValueError:
@@ -57,26 +63,41 @@ def newer_value(enum: type[StrEnum], text: str) -> StrEnum:
     with _LOCK:
         found = _MEMBERS.get((enum, text))
         if found is None:
-            found = str.__new__(enum, text)
-            found._value_ = text
-            found._name_ = text
-            found.__reduce_ex__ = _reducer(enum, text)  # type: ignore[method-assign]  # unpickled as made
+            kind: Any = data_type(enum)
+            made: Any = kind.__new__(enum) if kind is object else kind.__new__(enum, text)
+            made._value_ = text
+            made._name_ = str(text)
+            made.__reduce_ex__ = _reducer(enum, text)  # unpickled as made
             # MADE first: another thread takes a published member from the lock-free path above, and its
             # writes look for newer members only once MADE says one exists.
             if not MADE:
                 MADE.append(True)
-            _MEMBERS[(enum, text)] = found
-    return found
+            _MEMBERS[(enum, text)] = found = made
+    return found  # type: ignore[return-value]
 
 
-def _reducer(enum: type[StrEnum], text: str) -> Any:
+E = typing.TypeVar("E", bound=Enum)
+
+
+def data_type(enum: type[Enum]) -> type:
+    """The type of ``enum``'s values (its members are instances of it): ``str``, ``int``, ``float``, or ``object``."""
+    for kind in (str, int, float):
+        if issubclass(enum, kind):
+            return kind
+    return object
+
+
+def _reducer(enum: type[Enum], text: Any) -> Any:
     # The enum's own reduction calls enum(text), which refuses a value it does not declare.
     return lambda protocol: (newer_value, (enum, text))
 
 
 def is_newer(value: Any) -> bool:
-    """Whether ``value`` is a newer member of its ``StrEnum`` (read from a newer schema, not declared)."""
-    return isinstance(value, StrEnum) and type(value).__members__.get(value.name) is not value
+    """Whether ``value`` is a newer member of its enum (read from a newer schema, not declared)."""
+    # A Flag's combination is a pseudo-member of Python's own (``A | B``), not a newer schema's.
+    return (
+        isinstance(value, Enum) and not isinstance(value, Flag) and type(value).__members__.get(value.name) is not value
+    )
 
 
 def newer_values_made() -> bool:
@@ -84,7 +105,7 @@ def newer_values_made() -> bool:
     return bool(MADE)
 
 
-def carried_in(value: Any) -> Iterable[StrEnum]:
+def carried_in(value: Any) -> Iterable[Enum]:
     """The newer members a field's value holds, wherever :func:`enum_fields` says an enum can be in it.
 
     Itself, the items of a list, tuple or set, a map's keys and values, a nested model's fields, and
@@ -93,7 +114,7 @@ def carried_in(value: Any) -> Iterable[StrEnum]:
     stack = [value]
     while stack:
         value = stack.pop()
-        if isinstance(value, StrEnum):
+        if isinstance(value, Enum):
             if is_newer(value):
                 yield value
         elif isinstance(value, list | tuple | set | frozenset):
@@ -105,8 +126,8 @@ def carried_in(value: Any) -> Iterable[StrEnum]:
             stack.extend(value.__dict__.values())
 
 
-def enum_fields(model: type[Any]) -> dict[str, type[StrEnum]]:
-    """The fields of ``model`` (a Model class) that can hold a ``StrEnum``'s member.
+def enum_fields(model: type[Any]) -> dict[str, type[Enum]]:
+    """The fields of ``model`` (a Model class) that can hold an enum's member (``StrEnum``, ``IntEnum``, any ``Enum``).
 
     Typed by one themselves, or holding one anywhere inside: items, a map's keys or values, a nested
     model's fields (each field names one such enum).
@@ -114,7 +135,7 @@ def enum_fields(model: type[Any]) -> dict[str, type[StrEnum]]:
     known = _FIELDS.get(model)
     if known is not None:
         return known
-    found: dict[str, type[StrEnum]] = {}
+    found: dict[str, type[Enum]] = {}
     for name, field in model.model_fields.items():
         enum = _enum_inside(field.annotation, {model})
         if enum is not None:
@@ -123,12 +144,12 @@ def enum_fields(model: type[Any]) -> dict[str, type[StrEnum]]:
     return found
 
 
-def _enum_inside(annotation: Any, seen: set[type[Any]]) -> type[StrEnum] | None:
-    """A ``StrEnum`` ``annotation`` holds: itself, in its arguments or a nested model's fields; None if none."""
+def _enum_inside(annotation: Any, seen: set[type[Any]]) -> type[Enum] | None:
+    """An enum ``annotation`` holds: itself, in its arguments or a nested model's fields; None if none."""
     stack = [annotation]
     while stack:
         annotation = stack.pop()
-        if isinstance(annotation, type) and issubclass(annotation, StrEnum):
+        if isinstance(annotation, type) and issubclass(annotation, Enum) and not issubclass(annotation, Flag):
             return annotation
         if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
             if annotation not in seen:  # a model that holds itself is looked into once
@@ -139,19 +160,19 @@ def _enum_inside(annotation: Any, seen: set[type[Any]]) -> type[StrEnum] | None:
     return None
 
 
-_FIELDS: dict[type[Any], dict[str, type[StrEnum]]] = {}
+_FIELDS: dict[type[Any], dict[str, type[Enum]]] = {}
 
 
-def newer_held(obj: Any) -> dict[str, list[str]]:
-    """The newer schema's values ``obj`` (a model) holds, by field (empty: none)."""
-    held: dict[str, list[str]] = {}
+def newer_held(obj: Any) -> dict[str, list[Any]]:
+    """The newer schema's values ``obj`` (a model) holds, by field (empty: none): texts, integers or reals."""
+    held: dict[str, list[Any]] = {}
     for name in enum_fields(type(obj)):
-        values = [str(v) for v in carried_in(obj.__dict__.get(name))]
+        values = [v.value for v in carried_in(obj.__dict__.get(name))]
         if values:
             held[name] = values
     return held
 
 
-def shown_held(held: Mapping[str, list[str]]) -> str:
-    """``held`` (from :func:`newer_held`) as an error message names it: ``field = 'value', ...; ...``."""
+def shown_held(held: Mapping[str, list[Any]]) -> str:
+    """``held`` (from :func:`newer_held`) as an error message names it: ``field = 'value', 4, ...; ...``."""
     return "; ".join(f"{name} = {', '.join(map(repr, texts))}" for name, texts in sorted(held.items()))

@@ -38,6 +38,8 @@ class FieldShape:
     of each value for a map): ``string``, ``integer``, ``real``, ``boolean``,
     ``uuid``, ``enum`` (a string from ``enum``), or ``json`` for anything
     else (nested models, lists of lists), which only JSON text can hold.
+    A ``json`` field is a ``scalar`` but for a list, set or map of ``Literal``
+    values (``list[Literal[True]]``): of ``json`` items, each one atom.
     ``container`` is ``scalar``, ``list`` (ordered, duplicates allowed),
     ``set`` or ``map`` (keys of kind ``key_kind``). ``default`` is the
     default value in its JSON form (None when ``required``).
@@ -115,6 +117,17 @@ def _atom(annotation: Any) -> tuple[str, tuple[str, ...]]:
     return "json", ()
 
 
+def _is_literal(annotation: Any) -> bool:
+    """Whether ``annotation`` (without ``Annotated`` and ``| None``) is a ``Literal``: an atom of kind ``json``.
+
+    Its values may be of several types (``Literal[1, "a"]``), so its kind stays ``json`` (a store keeps
+    each value's JSON type), but it is one atom, never a list: a list, set or map of them is a ``list``,
+    ``set`` or ``map`` of ``json`` items (a schema's set column of booleans or uuids holding a generated
+    model's ``list[Literal[True]]``), not a ``json`` scalar, which an OVSDB set column took for one value.
+    """
+    return get_origin(_strip(annotation)[0]) is typing.Literal
+
+
 def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> FieldShape:
     info = model.model_fields[name]
     annotation, optional = _strip(info.annotation)
@@ -124,13 +137,13 @@ def _field_shape(model: type[Model], name: str, refs: dict[str, RefSpec]) -> Fie
     if origin in (list, tuple, set, frozenset):
         args = [a for a in get_args(annotation) if a is not Ellipsis]
         item_kind, enum = _atom(args[0]) if len(args) == 1 else ("json", ())
-        if item_kind != "json":
+        if item_kind != "json" or (len(args) == 1 and _is_literal(args[0])):
             container, kind = ("set" if origin in (set, frozenset) else "list"), item_kind
     elif origin is dict:
         key, value = get_args(annotation)
         kkind, _ = _atom(key)
         vkind, enum = _atom(value)
-        if kkind in ("string", "integer", "uuid") and vkind != "json":
+        if kkind in ("string", "integer", "uuid") and (vkind != "json" or _is_literal(value)):
             container, key_kind, kind = "map", kkind, vkind
     required = info.is_required()
     default = None

@@ -87,8 +87,10 @@ class ColumnMap:
     newer: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
     """The values the served schema's enum of the column admits that the field's enum lacks (a newer
     schema's, ``Logical_Router_Policy.action = jump``): the server checks them, so a row holding one
-    reads (see :class:`nbdb.spi.CheckedData`). Empty for a column without an enum (a JSON column, the
-    model database's plain strings): the server checks nothing there."""
+    reads (see :class:`nbdb.spi.CheckedData`). An integer or real column's values as their text
+    (``str(7)``, ``str(2.5)``: as :class:`~nbdb.models.shape.FieldShape` spells an enum's values). Empty
+    for a column without an enum (a JSON column, the model database's plain strings): the server checks
+    nothing there."""
 
     def __post_init__(self) -> None:
         ctype = self.type
@@ -118,7 +120,16 @@ _PLAIN_ATOMS: dict[str, type] = {"string": str, "boolean": bool, "integer": int}
 def _enum_checked(cm: ColumnMap) -> bool:
     """Whether the server checks the field's values against the served schema's enum of its column."""
     base = cm.type.value if cm.shape.container == "map" else cm.type.key
-    return not cm.json and base is not None and base.kind == "string" and bool(base.enum)
+    return not cm.json and base is not None and base.kind in _ENUM_TEXT and bool(base.enum)
+
+
+_ENUM_TEXT: dict[str, Callable[[Any], str]] = {
+    "string": str,
+    "integer": lambda v: str(int(v)),
+    "real": lambda v: str(float(v)),  # a schema's enum may spell a real 2 as an integer
+}
+"""The atom kinds whose enum a field's enum class may hold (``StrEnum``, ``IntEnum``, a ``float`` ``Enum``), and
+each value's text as :attr:`ColumnMap.newer` holds it."""
 
 
 def _newer_values(cm: ColumnMap) -> frozenset[str]:
@@ -127,7 +138,8 @@ def _newer_values(cm: ColumnMap) -> frozenset[str]:
     if shape.kind != "enum" or not shape.enum or not _enum_checked(cm):
         return frozenset()
     base = cm.type.value if shape.container == "map" else cm.type.key
-    return frozenset(str(v) for v in base.enum) - frozenset(shape.enum)  # type: ignore[union-attr]
+    text = _ENUM_TEXT[base.kind]  # type: ignore[union-attr]
+    return frozenset(text(v) for v in base.enum) - frozenset(shape.enum)  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ nbdb's own logical schema. Per column:
 
 * atoms become ``str``, ``int`` (with its bounds, never wider than OVSDB's 64 bits), ``float``, ``bool``, or a
   reference (``Annotated[UUID, Reference("<database>.<table>")]``) for a
-  ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a ``StrEnum``;
+  ``uuid`` with a ``refTable``; a string with an ``enum`` becomes a ``StrEnum``, an integer's an
+  ``IntEnum`` and a real's a ``float`` ``Enum`` (a boolean's or a uuid's stays a ``Literal``): an enum
+  class, not a ``Literal``, so that a value a newer schema added reads (see :mod:`nbdb.models.enums`);
 * an optional column (at most one element) becomes ``T | None = None``, a set
   a ``list[T]``, a map a ``dict[K, V]``;
 * a table's unique indexes become ``nbdb_unique`` groups (enforced by every
@@ -55,7 +57,22 @@ from nbdb.models import Model
 __all__ = ["class_name", "generate_models"]
 
 _RESERVED = frozenset({"id", "version", "topic", "external_ids", "model_config", "model_fields"})
-_IMPORTED = frozenset({"Annotated", "ClassVar", "Column", "Field", "Literal", "Model", "Reference", "StrEnum", "UUID"})
+_IMPORTED = frozenset(
+    {
+        "Annotated",
+        "ClassVar",
+        "Column",
+        "Enum",
+        "Field",
+        "IntEnum",
+        "Literal",
+        "Model",
+        "Reference",
+        "ReprEnum",
+        "StrEnum",
+        "UUID",
+    }
+)
 """Names the generated module imports, which no class of it may take."""
 _BUILTINS = frozenset({"str", "int", "float", "bool", "list", "dict"})
 """Built-in names the classes' bodies use: a field of that name hid them from the fields after it (a
@@ -78,6 +95,10 @@ def class_name(table: str) -> str:
 
 
 def _member(value: Any) -> str:
+    if type(value) is int or type(value) is float:
+        # A number's name: its digits, its sign and point spelled out (-1 and 1 stay apart: V_MINUS_1, V_1).
+        text = repr(value).replace("-", "MINUS_").replace(".", "_").replace("+", "")
+        return "V_" + text.upper()
     name = re.sub(r"[^0-9A-Za-z]+", "_", str(value)).strip("_").upper() or "EMPTY"
     return f"V_{name}" if name[0].isdigit() else name
 
@@ -87,7 +108,8 @@ class _Module:
 
     def __init__(self, schema: DatabaseSchema) -> None:
         self.schema = schema
-        self.enums: dict[str, list[str]] = {}
+        self.enums: dict[str, list[Any]] = {}
+        """Enum -> its values (text, integers or reals: a ``StrEnum``, an ``IntEnum`` or a ``float`` ``Enum``)."""
         self.members: dict[str, list[str]] = {}
         """Enum -> its members' names, in the order of its values (distinct: ``a-b`` and ``a_b`` differ)."""
         self.classes: list[str] = []
@@ -124,9 +146,9 @@ class _Module:
             # A weak reference (ovsdb-server drops it when its target goes) is one to nbdb too.
             weak = ", weak=True" if base.ref_type == "weak" else ""
             return f'Annotated[UUID, Reference("{self.schema.name}.{base.ref_table}"{weak})]'
-        if base.kind == "string" and base.enum:
+        if base.kind in _ENUM_BASES and base.enum:
             name = self.unique(class_name(table) + class_name(column), "Enum")
-            self.enums[name] = [str(v) for v in base.enum]
+            self.enums[name] = [_ENUM_VALUE[base.kind](v) for v in base.enum]
             members: list[str] = []
             for value in self.enums[name]:
                 member, n = _member(value), 2
@@ -136,7 +158,7 @@ class _Module:
             self.members[name] = members
             return name
         if base.enum:
-            # An enum of integers, reals or booleans: the values themselves (a StrEnum holds strings only).
+            # An enum of booleans (no class can derive from bool) or uuids: the values themselves.
             self.needs.add("Literal")
             return f"Literal[{', '.join(_literal(base.kind, v) for v in base.enum)}]"
         if base.kind == "uuid":
@@ -161,7 +183,7 @@ class _Module:
     def default(self, base: BaseType, key: str) -> str:
         """The default of a field of one atom: OVSDB's, moved within the atom's constraints."""
         if base.enum:
-            if base.kind == "string":
+            if base.kind in _ENUM_BASES:
                 return f"{key}.{self.members[key][0]}"
             return _literal(base.kind, base.enum[0])
         if base.kind == "integer" or base.kind == "real":
@@ -317,7 +339,8 @@ class _Module:
             "",
         ]
         if self.enums:
-            head.append("from enum import StrEnum")
+            bases = {_base_of(values) for values in self.enums.values()}
+            head.append(f"from enum import {', '.join(sorted(_ENUM_IMPORTS[b] for b in bases))}")
         head.append(f"from typing import {', '.join(typing_names)}")
         if "UUID" in self.needs:
             head.append("from uuid import UUID")
@@ -333,10 +356,26 @@ class _Module:
         body = []
         for name, values in sorted(self.enums.items()):
             # Values as Python literals: a quote or a backslash in one stays inside its string.
-            members = "\n".join(f"    {m} = {json.dumps(v)}" for m, v in zip(self.members[name], values, strict=True))
-            body.append(f'class {name}(StrEnum):\n    """Values of the column."""\n\n{members}')
+            members = "\n".join(f"    {m} = {_source(v)}" for m, v in zip(self.members[name], values, strict=True))
+            body.append(f'class {name}({_base_of(values)}):\n    """Values of the column."""\n\n{members}')
         body += self.classes
         return "\n".join(head) + "\n\n" + "\n\n\n".join(body) + "\n"
+
+
+_ENUM_BASES = {"string": "StrEnum", "integer": "IntEnum", "real": "float, ReprEnum"}
+"""The class an enumerated column's atoms become: one of the enum, so that a newer schema's value reads."""
+_ENUM_VALUE: dict[str, Any] = {"string": str, "integer": int, "real": float}
+_ENUM_IMPORTS = {"StrEnum": "StrEnum", "IntEnum": "IntEnum", "float, ReprEnum": "ReprEnum"}
+
+
+def _base_of(values: list[Any]) -> str:
+    """The bases of the enum class of ``values`` (all of one type, see :attr:`_Module.enums`)."""
+    return _ENUM_BASES[{str: "string", int: "integer", float: "real"}[type(values[0])]]
+
+
+def _source(value: Any) -> str:
+    """An enum member's value as Python source (a quote or a backslash in text stays inside its string)."""
+    return json.dumps(value) if type(value) is str else repr(value)
 
 
 def _comment(text: str) -> list[str]:

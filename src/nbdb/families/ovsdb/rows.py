@@ -755,14 +755,20 @@ def _encoded(tm: TableMap, doc: Mapping[str, Any]) -> bytes:
 
 
 def _holds(value: Any, values: frozenset[str]) -> bool:
-    """Whether a document's ``value`` (text, or a list or map of text) is or holds one of ``values``."""
-    if type(value) is str:
-        return value in values
+    """Whether a document's ``value`` (an atom, or a list or map of them) is or holds one of ``values``.
+
+    ``values`` are texts (:attr:`.mapping.ColumnMap.newer`): an integer's or a real's as ``str`` spells it.
+    """
     if type(value) is list:
-        return any(type(item) is str and item in values for item in value)
+        return any(_is_one_of(item, values) for item in value)
     if type(value) is dict:
-        return any(type(item) is str and item in values for item in value.values())
-    return False
+        return any(_is_one_of(item, values) for item in value.values())
+    return _is_one_of(value, values)
+
+
+def _is_one_of(atom: Any, values: frozenset[str]) -> bool:
+    kind = type(atom)
+    return (kind is str and atom in values) or ((kind is int or kind is float) and str(atom) in values)
 
 
 def render(
