@@ -322,11 +322,13 @@ class Transaction:
             try:
                 results = self._commit_try(attempt)
             except errors.NotFoundError as exc:
-                self._after_gone(attempt, exc)
-                continue
+                if self._after_gone(attempt, exc):
+                    continue
+                raise  # (here, not in the method: raised there, it and the method's frame held each other)
             except (errors.ReferenceError, errors.ConflictError) as exc:
-                self._after_refusal(plan, attempt, exc)
-                continue
+                if self._after_refusal(plan, attempt, exc):
+                    continue
+                raise
             self._publish(plan, attempt, folded, results)
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
@@ -452,17 +454,18 @@ class Transaction:
             step.result = context.read_back(read, version, result.revision)
         return results
 
-    def _after_gone(self, attempt: _Try, exc: errors.NotFoundError) -> None:
-        """Weigh a NotFoundError of ``attempt``: return to try again (an ``if_exists`` delete's object is gone,
-        or a weak referrer its drops planned for), else raise it."""
+    def _after_gone(self, attempt: _Try, exc: errors.NotFoundError) -> bool:
+        """Weigh a NotFoundError of ``attempt``: True to try again (an ``if_exists`` delete's object is gone,
+        or a weak referrer its drops planned for), False if it stands."""
         if self._settle_gone(attempt.live, exc):
-            return
+            return True
         if exc.key is None or not any((op.table, op.id) == exc.key for op in attempt.drops):
-            raise exc
+            return False
         log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
+        return True
 
-    def _after_refusal(self, plan: _Plan, attempt: _Try, exc: errors.ReferenceError | errors.ConflictError) -> None:
-        """Weigh the store's refusal of ``attempt``: return to try again (``plan`` changed for it), else raise.
+    def _after_refusal(self, plan: _Plan, attempt: _Try, exc: errors.ReferenceError | errors.ConflictError) -> bool:
+        """Weigh the store's refusal of ``attempt``: True to try again (``plan`` changed for it), False if it stands.
 
         The objects the deletes own are walked first when the refusal may be theirs (:meth:`_take_owned`):
         found, they go too. A ReferenceError is weighed by :meth:`_replan_after_reference`, any other
@@ -485,13 +488,13 @@ class Transaction:
             # (none the first time) leaves the refusal standing without committing again: the store
             # refused for another reason (a dangling strong reference), which another try cannot cure.
             if not plan.doomed:
-                raise exc
+                return False
             walks = True
             if exc.target in plan.doomed and exc.referrers is not None:
                 # The store named every referrer it refused the delete for (see _weigh_named).
                 weighed = _weigh_named(self._context.backend, exc, plan.stale_named, mine, bool(attempt.drops))
                 if weighed is None:
-                    raise exc
+                    return False
                 known, read_since, stale, plan.stale_named = weighed
         since: Walk | None = None  # a walk made since the refusal
         if walks:
@@ -503,13 +506,12 @@ class Transaction:
                 # drops of the next try are planned from the same walk's reads.
                 (plan.doomed, plan.walked), plan.plan_weak, plan.replanned = taken, True, None
                 log.debug("transaction: refused (%s); the objects its deletes own go with them", exc)
-                return
+                return True
             # (It found none it did not know of: the next walk lists and reads none of its again.)
             since = None if taken is None else taken[1]
         if isinstance(exc, errors.ReferenceError):
-            self._replan_after_reference(plan, attempt, exc, mine, known, read_since, stale, since)
-        else:
-            self._settle_conflict(attempt, exc)
+            return self._replan_after_reference(plan, attempt, exc, mine, known, read_since, stale, since)
+        return self._settle_conflict(attempt, exc)
 
     def _replan_after_reference(
         self,
@@ -521,9 +523,9 @@ class Transaction:
         read_since: Mapping[RefKey, Model | None],
         stale: bool,
         since: Walk | None,
-    ) -> None:
-        """Plan the weak drops again after the store refused ``attempt`` for a reference (return: try again);
-        raise ``exc`` if the plan comes out the same as the refused one (unless the refusal was ``stale``).
+    ) -> bool:
+        """Plan the weak drops again after the store refused ``attempt`` for a reference: True to try again,
+        False (the refusal ``exc`` stands) if the plan comes out the same as the refused one (unless ``stale``).
 
         The walk starts from the referrers ``known`` and the copies read since the refusal (``read_since``,
         or the reads and listings of ``since``, the walk made since it).
@@ -543,30 +545,30 @@ class Transaction:
             raise
         drops = drops_of(plan.planned_from, frozenset())
         if not stale and {(op.table, op.id) for op in drops} == {(op.table, op.id) for op in attempt.drops}:
-            raise exc
+            return False
         plan.plan_weak, plan.replanned = True, drops
         log.debug("transaction: a weak referrer refused its deletes; dropping the references")
+        return True
 
-    def _settle_conflict(self, attempt: _Try, exc: errors.ConflictError) -> None:
-        """Weigh a conflict (not a reference's) refusing ``attempt``: return to try again, else raise it.
+    def _settle_conflict(self, attempt: _Try, exc: errors.ConflictError) -> bool:
+        """Weigh a conflict (not a reference's) refusing ``attempt``: True to try again, False if it stands.
 
         Settled when it names the stored object a ``may_exist`` create takes, a weak referrer changed since
         its drops were planned, or an object a mutate changes (rebased on the next try).
         """
         if isinstance(exc, errors.UniqueViolationError):
-            if not self._settle_existing(attempt.live, exc):
-                raise exc
-            return
+            return self._settle_existing(attempt.live, exc)
         if self._settle_existing(attempt.live, exc):
-            return
+            return True
         if exc.key is not None and any((op.table, op.id) == exc.key for op in attempt.drops):
             # Changed since the plan read it: the caller never held its version.
             log.debug("transaction: weak referrer %s changed meanwhile; planning the drops again", exc.key)
-            return
+            return True
         if not any(isinstance(s, _Step) and s.mutation is not None
                    and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in attempt.live):  # fmt: skip
-            raise exc
+            return False
         log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
+        return True
 
     def _publish(self, plan: _Plan, attempt: _Try, folded: bool, results: Mapping[int, Model]) -> None:
         """After the commit: learn each deleted table's order, fill ``results`` in call order, finish."""
