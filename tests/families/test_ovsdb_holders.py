@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nbdb.families.ovsdb.holders import HolderQuery, holder_queries, holders_found
+from nbdb.families.ovsdb.holders import HolderQuery, WeakExpected, holder_queries, holders_found, released_by
+from nbdb.families.ovsdb.ops import mutate_members
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
 
 from .conftest import make_mapping
@@ -102,3 +103,45 @@ def test_a_default_namespaces_weak_holders_of_another_namespace_are_no_holders()
     }
     found = holders_found(MAPPING, db, target, queries, [reply], lambda t, i: i == mine)
     assert found == ([(PortGroup.nbdb_table, mine)], [])
+
+
+@given(st.lists(st.uuids(), max_size=4, unique=True), st.lists(st.booleans(), min_size=4, max_size=4))
+def test_a_parents_set_holding_a_port_names_every_switch_but_those_the_commit_takes_it_out_of(
+    switches: list[uuid.UUID], released: list[bool]
+) -> None:
+    # The server refused a port's delete itself (a second switch another client put it in): its switches' sets
+    # were never asked, so the refusal named nobody (and its text the port's own switch, which the refused commit
+    # empties). Asked with what the commit releases, the others are named, as holders no plan can drop.
+    port = uuid.uuid4()
+    let_go = [s for s, r in zip(switches, released, strict=False) if r]
+    ops = [mutate_members("Logical_Switch", s, "ports", "delete", [uuid.uuid4(), port]) for s in let_go]
+    ops.append(mutate_members("Logical_Switch", uuid.uuid4(), "ports", "insert", [port]))  # (not a release)
+    freed = released_by(ops, port)
+    assert freed == {("Logical_Switch", "ports", str(s)) for s in let_go}
+    db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, port, released=freed) or ("", [])
+    assert [(q.op["table"], q.column, q.parent) for q in queries] == [
+        ("Logical_Switch", "ports", True),
+        ("Port_Group", "ports", False),
+    ]
+    replies = [_rows(*switches), {"rows": []}]
+    found = holders_found(MAPPING, db, port, queries, replies, lambda t, i: True)
+    kept = [(LogicalSwitch.nbdb_table, s) for s in switches if s not in let_go]
+    assert found == (kept, kept)
+
+
+def test_other_namespaces_weak_holders_are_kept_per_target_until_its_delete_lands() -> None:
+    expected = WeakExpected()
+    one, two = ("Logical_Switch_Port", 1), ("Logical_Switch_Port", 2)
+    assert expected.expected() is None
+    expected.learn({one}, {(one, "Port_Group", "ports"): ["a"]})
+    expected.learn({two}, {(two, "Port_Group", "ports"): ["b"]})
+    before = expected.expected()
+    expected.learn({one}, {})  # found none of one's now: none kept for it, two's as they were
+    assert expected.expected() == {(two, "Port_Group", "ports"): ["b"]}
+    assert before == {(one, "Port_Group", "ports"): ["a"], (two, "Port_Group", "ports"): ["b"]}  # (never changed)
+    expected.forget({two})
+    assert expected.expected() is None
+    for i in range(WeakExpected.MOST + 1):
+        expected.learn({("T", i)}, {(("T", i), "Port_Group", "ports"): ["c"]})
+    kept = expected.expected() or {}
+    assert 0 < len(kept) <= WeakExpected.MOST and (("T", WeakExpected.MOST), "Port_Group", "ports") in kept

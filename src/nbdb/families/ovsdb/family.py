@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -40,7 +40,15 @@ from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_co
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
-from nbdb.families.ovsdb.holders import WeakWait, holder_queries, holders_found, weak_holders_elsewhere
+from nbdb.families.ovsdb.holders import (
+    WeakExpected,
+    WeakWait,
+    holder_queries,
+    holders_found,
+    released_by,
+    weak_holders_elsewhere,
+    weak_targets,
+)
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
 from nbdb.families.ovsdb.ops import wait
@@ -294,6 +302,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         return MarkBook()
 
     @functools.cached_property
+    def _weak_expected(self) -> WeakExpected:
+        """The other namespaces' weak holders a refused delete found, for the commits deleting it again."""
+        return WeakExpected()
+
+    @functools.cached_property
     def _ledger(self) -> LedgerBook:
         """This writer's settled ledger marks (see :func:`.planner._plan_ledger`)."""
         return LedgerBook()
@@ -344,7 +357,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
-        elsewhere: dict[WeakWait, list[str]] | None = None  # (see weak_holders_elsewhere: asked on a refusal)
+        # (See weak_holders_elsewhere: asked on a refusal, and kept for the deletes planned again after it.)
+        elsewhere = None if self.namespace else self._weak_expected.expected()
         weak_replans = 0
         for attempt in range(_ATTEMPTS):
             plan = None
@@ -411,6 +425,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 continue
             failure = results.check(result)
             if failure is None:
+                if elsewhere:
+                    self._weak_expected.forget(weak_targets(plan.reasons))
                 return self._result(plan, deadline, fence is not None)
             kind = plan.reason(failure.index)[0]
             if isinstance(failure, results.NotOwner) and fence is not None:
@@ -468,17 +484,22 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # refuses nothing (the server drops its reference), so the plan expects the ones the replica shows.
                 # When those changed under the wait (one added or dropped meanwhile, or not shown yet by a lagging
                 # replica), plan again, for a plain delete and a transaction's alike; bounded (_WEAK_REPLANS),
-                # then a ConflictError.
+                # then a ConflictError. What it found is kept for the commits that delete the target again
+                # (WeakExpected): the walk's plan after a refusal for this Database's own holder expects them
+                # too. A holder of its own the replica shows fails the wait whatever the others': diagnosed at
+                # once then (the delete's walk drops it), not sent again first.
                 found = self._weak_elsewhere(plan, elsewhere or {})
                 if found is not None:
-                    if weak_replans == _WEAK_REPLANS:
-                        raise errors.ConflictError(
-                            "another namespace's rows holding a deleted row weakly kept changing under the "
-                            f"commit ({_WEAK_REPLANS + 1} times); try again"
-                        )
-                    weak_replans += 1
-                    elsewhere = found
-                    continue
+                    self._weak_expected.learn(weak_targets(plan.reasons), found)
+                    elsewhere = self._weak_expected.expected()
+                    if not self._weakly_held_here(plan):
+                        if weak_replans == _WEAK_REPLANS:
+                            raise errors.ConflictError(
+                                "another namespace's rows holding a deleted row weakly kept changing under the "
+                                f"commit ({_WEAK_REPLANS + 1} times); try again"
+                            )
+                        weak_replans += 1
+                        continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -713,17 +734,20 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                     found = self.replica.referrer_keys(*detail)
                     every = self.replica.names_every_referrer(detail[0], detail[1], found)
                 if not every:
-                    held = self._held_on_server(detail)
+                    # (Its parents' sets too, but the rows the commit takes it out of: one holding it still is
+                    # a second parent another client put it in, which refuses it as any strong holder.)
+                    held = self._held_on_server(detail, released_by(plan.ops, detail[1]))
                     if held is not None:
                         (found, unseen), every = held, True
-                refs = sorted((ref for ref in found if ref not in going), key=str)
-                unseen = [ref for ref in unseen if ref not in going]
-                return rules.still_referenced(detail, refs, every=every and bool(refs), unseen=unseen)
+                return self._still_held(detail, going, found, unseen, every)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
             return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
         if isinstance(failure, results.ReferentialIntegrityViolation):
+            named = self._held_past_plan(plan, failure)
+            if named is not None:
+                return named
             return errors.ReferenceError(
                 f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
             )
@@ -737,6 +761,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         refusal is not theirs). Read first as the replica stands (no round trip when it shows the change), then
         once more after a sync (a replica behind the server)."""
         targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
+        keys = weak_targets(plan.reasons)
+        expected = {wait: rows for wait, rows in expected.items() if wait[0] in keys}  # (kept for other targets too)
         for sync in (False, True):
             if sync:
                 self._sync(plan.db)
@@ -746,7 +772,57 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 return found
         return None
 
-    def _held_on_server(self, target: RefKey) -> tuple[list[RefKey], list[RefKey]] | None:
+    @staticmethod
+    def _still_held(
+        target: RefKey, going: Collection[RefKey], found: Iterable[RefKey], unseen: Iterable[RefKey], every: bool
+    ) -> errors.ReferenceError:
+        """The refusal of ``target``'s delete for ``found`` (those the commit deletes itself left out: they hold it
+        no more once it is applied, as the other stores name only what would still point to it)."""
+        refs = sorted((ref for ref in found if ref not in going), key=str)
+        hidden = [ref for ref in unseen if ref not in going]
+        return rules.still_referenced(target, refs, every=every and bool(refs), unseen=hidden)
+
+    def _held_past_plan(self, plan: Plan, failure: results.OperationError) -> errors.ReferenceError | None:
+        """The server's own refusal of a row ``plan`` deletes (``cannot delete T row U``: a strong reference no
+        wait of the plan covers, as a second parent's set another client put the row in, or a column no model
+        maps), named as every holder the server's rows show once the commit's own writes are applied: the row's
+        own parent, whose set the commit takes it out of, is none. None when they cannot be named."""
+        still = _STILL_HELD.search(failure.details or "")
+        going = [why[1] for why in plan.reasons if why[0] == "delete"]
+        if still is None:
+            return None
+        db_table, row = still.groups()
+        target = next((k for k in going if str(k[1]) == row and self.mapping.get(k[0]).db_table == db_table), None)
+        if target is None:
+            return None
+        try:
+            self._sync(plan.db)  # (its own namespace's holders shown, not taken for unseen ones)
+        except errors.BackendUnavailableError:
+            return None
+        held = self._held_on_server(target, released_by(plan.ops, target[1]))
+        if held is None or not [ref for ref in held[0] if ref not in going]:
+            return None
+        return self._still_held(target, going, *held, every=True)
+
+    def _weakly_held_here(self, plan: Plan) -> bool:
+        """Whether the replica shows an object of this Database that ``plan`` neither writes nor deletes holding
+        one of its weak waits' targets in a table it waits on: those waits fail for it whatever the other
+        namespaces' rows, so planning again for theirs cannot land the commit."""
+        waits = [(i, why[1]) for i, why in enumerate(plan.reasons) if why[0] == "weakly_referenced"]
+        tables = {plan.ops[i]["table"] for i, _target in waits}
+        going = {why[1] for why in plan.reasons if why[0] == "delete"}
+        with self.replica.cond:
+            for _i, target in waits:
+                for key in self.replica.referrer_keys(*target):
+                    if key in going or (key[0], key[1].int) in plan.written:
+                        continue
+                    if self.mapping.get(key[0]).db_table in tables:
+                        return True
+        return False
+
+    def _held_on_server(
+        self, target: RefKey, released: frozenset[tuple[str, str, str]] | None = None
+    ) -> tuple[list[RefKey], list[RefKey]] | None:
         """Every object holding ``target`` as the server's rows show them, and those of them this client's
         replica does not show (another namespace's or client's rows); None when they cannot be named (see
         :func:`.holders.holders_found`) or the server cannot be asked now.
@@ -754,7 +830,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         One transaction of one ``select`` per column that can hold it, on a refusal only (see
         :mod:`.holders`): the replica, synced before, shows every holder of this namespace it selects.
         """
-        queried = holder_queries(self.mapping, *target, self.namespace)
+        queried = holder_queries(self.mapping, *target, self.namespace, released)
         if queried is None:
             return None
         db, queries = queried

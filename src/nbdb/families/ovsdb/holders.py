@@ -12,7 +12,7 @@ that commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ from nbdb.families.ovsdb.rows import row_namespace
 from nbdb.families.ovsdb.unique import selected_namespace
 from nbdb.spi import RefKey
 
-__all__ = ["HolderQuery", "WeakWait", "holder_queries", "holders_found", "weak_holders_elsewhere"]
+__all__ = ["HolderQuery", "WeakWait", "holder_queries", "holders_found", "released_by", "weak_holders_elsewhere", "weak_targets", "WeakExpected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +39,43 @@ class HolderQuery:
     map_key: bool = False
     map_value: bool = False
     """A map column holding the target as a key, a value (the rows selected are those with any entry)."""
+    parent: bool = False
+    """A parent's set column holding the target as its child: a row still holding it after the commit is a second
+    parent (another client put the child in its set too), which no plan of this Database can drop."""
+    skip: frozenset[str] = frozenset()
+    """The rows (their uuid's text) whose set the refused commit itself takes the target out of: no holders."""
+
+
+Released = frozenset[tuple[str, str, str]]
+"""(table, set column, row's uuid text) of each parent row whose set a commit takes a target out of (:func:`released_by`)."""
+
+
+def released_by(ops: Sequence[Mapping[str, Any]], id: uuid.UUID) -> Released:
+    """The parent rows whose set column the operations ``ops`` of a commit take ``id`` out of (a ``mutate`` that
+    deletes it from the set): the child's own parent, which a refusal of its delete must not name."""
+    text = uuid_text(id)
+    found: set[tuple[str, str, str]] = set()
+    for op in ops:
+        where = op.get("where")
+        if op.get("op") != "mutate" or not where or len(where) != 1 or where[0][:2] != ["_uuid", "=="]:
+            continue
+        row = _atom(where[0][2])
+        for column, how, value in op.get("mutations", ()):
+            if row is not None and how == "delete" and text in _atoms(value):
+                found.add((op["table"], column, row))
+    return frozenset(found)
 
 
 def holder_queries(
-    mapping: Mapping_, table: str, id: uuid.UUID, namespace: str = ""
+    mapping: Mapping_, table: str, id: uuid.UUID, namespace: str = "", released: Released | None = None
 ) -> tuple[str, list[HolderQuery]] | None:
     """The database and the selects that find every row holding ``table/id``; None when rows cannot tell
     (a reference to its table kept as JSON text or in another database: no column to select).
+
+    ``released``: the parent rows whose set the refused commit takes the target out of (:func:`released_by`);
+    its parents' set columns are asked too then, those rows left out: any other row there is a second parent
+    (the server refused the delete for it). None: its parents' sets are not asked (the commit was refused
+    before it reached them, by a wait).
 
     A weak column's holders are those of ``namespace`` only, as the commit waits for them (see
     ``planner._check_unreferenced``): the server drops another namespace's or client's weak reference
@@ -63,7 +93,13 @@ def holder_queries(
     for link in {link.column: link for link in mapping.links.get((tm.db, tm.db_table), ())}.values():
         op = {"op": "select", "table": tm.db_table, "where": where_uuid(id), "columns": [link.column]}
         queries.append(HolderQuery(op, link.child.db_table, link.column, own=True))
-    parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child: not holders
+    parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child
+    if released is not None:
+        for ptable, pcolumn in sorted(parents):
+            skip = frozenset(row for t, c, row in released if (t, c) == (ptable, pcolumn))
+            where = [[pcolumn, "includes", ["uuid", text]]]
+            op = {"op": "select", "table": ptable, "where": where, "columns": ["_uuid"]}
+            queries.append(HolderQuery(op, ptable, pcolumn, parent=True, skip=skip))
     for db_table, table_schema in schema.tables.items():
         for column, spec in table_schema.columns.items():
             key, value = spec.type.key, spec.type.value
@@ -128,6 +164,44 @@ def weak_holders_elsewhere(
     return found
 
 
+class WeakExpected:
+    """The other namespaces' weak holders of deleted targets that a Database without a namespace found on a
+    refusal (:func:`weak_holders_elsewhere`), kept for every commit of it that deletes those targets again: the
+    delete planned again after the refusal (its walk's drops, a transaction's next try) expects them from its
+    first copy, not only the commit that found them. Wrong since (one added or dropped meanwhile), the wait
+    fails and the commit reads them again (bounded, as before). Forgotten once a commit deleting the target
+    lands; at most :attr:`MOST` targets' kept (a delete refused for good and never sent again leaves its own).
+
+    Each snapshot it hands out is never changed in place (replaced whole): commits on other threads read it."""
+
+    MOST = 256
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: dict[WeakWait, list[str]] = {}
+
+    def expected(self) -> dict[WeakWait, list[str]] | None:
+        """Every target's kept holders (None: none kept), as the planner's ``elsewhere``."""
+        return self._seen or None
+
+    def learn(self, targets: Collection[tuple[str, int]], found: Mapping[WeakWait, list[str]]) -> None:
+        """``found`` for ``targets`` (each one's holders as found now, replacing what was kept of it)."""
+        kept = {key: rows for key, rows in self._seen.items() if key[0] not in targets}
+        if len(kept) + len(found) > self.MOST:
+            kept = {}
+        self._seen = {**kept, **found}
+
+    def forget(self, targets: Collection[tuple[str, int]]) -> None:
+        """Drop what was kept of ``targets`` (deleted: a row created again under an id is held anew)."""
+        if any(key[0] in targets for key in self._seen):
+            self._seen = {key: rows for key, rows in self._seen.items() if key[0] not in targets}
+
+
+def weak_targets(reasons: Sequence[tuple[str, Any]]) -> frozenset[tuple[str, int]]:
+    """The (table, id.int) of each target a plan's weak waits are for (its ``weakly_referenced`` reasons)."""
+    return frozenset((why[1][0], why[1][1].int) for why in reasons if why[0] == "weakly_referenced")
+
+
 def _holds(cell: Any, text: str) -> bool:
     """Whether a replica's cell (a uuid's text, or a set of them) holds ``text``."""
     return cell == text or (isinstance(cell, (set, frozenset)) and text in cell)
@@ -153,10 +227,10 @@ def holders_found(
     replies: Sequence[Any],
     shown: Callable[[str, uuid.UUID], bool],
 ) -> tuple[list[RefKey], list[RefKey]] | None:
-    """The objects holding ``id`` as the replies of :func:`holder_queries` show them, and those of them
-    this Database cannot read (``shown``: whether its replica holds the object); None if a holder is a
-    row no single model can name (a table no model maps, or several models share and the replica does
-    not show which), or the target's row is gone."""
+    """The objects holding ``id`` as the replies of :func:`holder_queries` show them, and those of them no plan
+    of this Database can drop: those it cannot read (``shown``: whether its replica holds the object) and a
+    second parent holding it in its set; None if a holder is a row no single model can name (a table no model
+    maps, or several models share and the replica does not show which), or the target's row is gone."""
     text = uuid_text(id)
     found: dict[RefKey, None] = {}
     unseen: list[RefKey] = []
@@ -175,6 +249,8 @@ def holders_found(
         for member in held:
             if member is None:
                 return None
+            if member in query.skip:
+                continue
             key = _named(mapping, db, query.db_table, uuid.UUID(member), shown)
             if key is None:
                 return None
@@ -182,6 +258,8 @@ def holders_found(
                 found[key] = None
                 if not shown(*key):
                     unseen.append(key)
+            if query.parent and key not in unseen:
+                unseen.append(key)
     return list(found), unseen
 
 

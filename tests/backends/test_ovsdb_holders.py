@@ -1,0 +1,105 @@
+"""A refused delete weighed by the rows that really hold its target on a real ovsdb-server.
+
+Another client (ovn-nbctl, a raw transaction) can put a port in a second switch's ``ports`` (a strong
+reference the model cannot express: a port has one switch), and another namespace's port group can hold a
+port of the default namespace weakly. Each delete here counts the commits it sends to the server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import nbdb
+from nbdb.conformance.kit import eventually
+from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+from nbdb.testing.ovsdb import OvsdbServer
+
+from .conftest import ovsdb_transact
+from .test_ovsdb import _sent_deletes
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OvsdbServer]:
+    with OvsdbServer() as srv:
+        yield srv
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def _foreign_switch_holding(server: OvsdbServer, port: LogicalSwitchPort) -> uuid.UUID:
+    """A switch another client (no nbdb namespace: ovn-nbctl's) inserts with ``port`` in its ``ports``."""
+    row = {"name": _name("raw-"), "ports": ["set", [["uuid", str(port.id)]]]}
+    inserted = ovsdb_transact(server.leader().address, [{"op": "insert", "table": "Logical_Switch", "row": row}])
+    return uuid.UUID(inserted[0]["uuid"][1])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_a_port_another_clients_switch_also_holds_is_refused_naming_that_switch_after_one_commit(
+    server: OvsdbServer, grouped: bool, in_transaction: bool
+) -> None:
+    # The server refused the delete with its own referential-integrity error (``cannot delete
+    # Logical_Switch_Port row``): nbdb's error carried no referrers, so the delete (or the transaction)
+    # planned again and was refused again: 2 commits, 3 with a port group holding the port weakly. Its
+    # message named every switch whose set held the port, the port's own (which the refused commit itself
+    # takes it out of) first. The other switch is a holder no plan of this Database can drop: it stands.
+    with nbdb.connect(server.url, namespace=_name("t")) as db:
+        own = db.create(LogicalSwitch(name=_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=own.id, name=_name("p-")))
+        group = db.create(PortGroup(name=_name("pg"), ports=[port.id])) if grouped else None
+        other = _foreign_switch_holding(server, port)
+        sent = _sent_deletes(db)
+        with pytest.raises(nbdb.ReferenceError) as refused:
+            if in_transaction:
+                with db.transaction() as txn:
+                    txn.delete(port)
+            else:
+                db.delete(port)
+        assert len(sent) == 1, sent
+        held = (LogicalSwitch.nbdb_table, other)
+        assert refused.value.target == (LogicalSwitchPort.nbdb_table, port.id)
+        # Every holder (its own group too, which the walk would drop), the other switch as one it cannot drop.
+        named = {held} if group is None else {held, (PortGroup.nbdb_table, group.id)}
+        assert set(refused.value.referrers or ()) == named and refused.value.unseen == (held,)
+        assert str(other) in str(refused.value) and str(own.id) not in str(refused.value), refused.value
+        assert db.get(LogicalSwitchPort, port.id) == port and db.get(LogicalSwitch, own.id) == own
+        if group is not None:
+            assert db.get(PortGroup, group.id) == group
+
+
+def test_a_default_namespaces_port_held_by_its_group_and_another_namespaces_commits_twice(
+    server: OvsdbServer,
+) -> None:
+    # A Database without a namespace expects the other namespaces' weak holders its replica shows only once a
+    # commit was refused for them, and that expectation lasted one family commit: the delete sent alone was
+    # refused for theirs, then (expecting theirs) for its own group; the walk's plan dropping its own group
+    # started without the expectation, refused for theirs again, then committed: 4 commits. The expectation
+    # survives into the walk's commit, and a refusal for its own group too is not sent again first: 2.
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=_name("t")) as other:
+        sw = db.create(LogicalSwitch(name=_name("sw-")))
+        for in_transaction in (False, True):
+            port = db.create(LogicalSwitchPort(switch=sw, name=_name("p-")))
+            mine = db.create(PortGroup(name=_name("pm"), ports=[port.id]))
+            theirs = other.create(PortGroup(name=_name("po"), ports=[port.id]))
+            replica: Any = db.backend.replica  # type: ignore[attr-defined]
+            assert eventually(lambda t=theirs: t.id.int in replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)
+            db._context.delete_order.clear()  # (each goes alone first, as a Database's first delete of a port)
+            sent = _sent_deletes(db)
+            if in_transaction:
+                with db.transaction() as txn:
+                    txn.delete(port)
+            else:
+                db.delete(port)
+            assert len(sent) == 2, (in_transaction, sent)
+            with pytest.raises(nbdb.NotFoundError):
+                db.get(LogicalSwitchPort, port.id)
+            assert db.get(PortGroup, mine.id).ports == []
+            assert eventually(lambda t=theirs: other.get(PortGroup, t.id).ports == [], timeout=10)
