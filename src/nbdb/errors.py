@@ -75,9 +75,10 @@ class ReferenceError(NbdbError):
     found still pointing to it, when the store read them all (else None): a plain delete planned
     again after the refusal starts its walk from them instead of reading them a second time.
     ``unseen``: those of ``referrers`` this Database cannot read (OVSDB: a row of another namespace, or
-    another client's, pointing to the target by a strong reference), sorted as ``referrers`` and named in
-    the message; no plan of it can drop them or take them along, so the refusal stands. Empty on a store
-    whose namespaces share no rows.
+    another client's, pointing to the target by a strong reference; and a second parent holding the target
+    in its set, which another client put it in: a port in a second switch's ``ports``), sorted as
+    ``referrers`` and named in the message; no plan of it can drop them or take them along, so the refusal
+    stands. Empty on a store whose namespaces share no rows.
     """
 
     def __init__(

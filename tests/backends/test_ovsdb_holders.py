@@ -103,3 +103,37 @@ def test_a_default_namespaces_port_held_by_its_group_and_another_namespaces_comm
                 db.get(LogicalSwitchPort, port.id)
             assert db.get(PortGroup, mine.id).ports == []
             assert eventually(lambda t=theirs: other.get(PortGroup, t.id).ports == [], timeout=10)
+
+
+def test_a_default_transactions_delete_refused_by_a_group_added_and_dropped_before_the_sync_commits(
+    server: OvsdbServer,
+) -> None:
+    # Another namespace's group holding the port, added after the rows expected were read and dropped again
+    # before the refusal read them: the wait failed for it, the rows read after the refusal (synced too) were
+    # those expected, and the diagnosis named nobody: the transaction's ReferenceError stood, the port kept.
+    # Unexplained by the synced replica (no holder of its own, the others as expected), the commit is planned
+    # again (bounded, as a change of the others' rows).
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=_name("t")) as other:
+        sw = db.create(LogicalSwitch(name=_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=sw, name=_name("p-")))
+        passing: list[PortGroup] = []
+        backend: Any = db.backend
+        real = backend._grouped
+
+        def grouped(database: str, ops: list[Any], *args: Any) -> Any:
+            deletes = any(op.get("op") == "delete" for op in ops)
+            if deletes and not passing:
+                passing.append(other.create(PortGroup(name=_name("pp"), ports=[port.id])))
+            result = real(database, ops, *args)
+            if deletes and len(passing) == 1:
+                other.delete(passing[0])  # (the reply came: dropped before the refusal is read)
+                passing.append(passing[0])
+            return result
+
+        backend.__dict__["_grouped"] = grouped
+        sent = _sent_deletes(db)
+        with db.transaction() as txn:
+            txn.delete(port)
+        assert len(passing) == 2 and len(sent) == 2, sent  # refused for the passing group; committed
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, port.id)

@@ -488,18 +488,21 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # (WeakExpected): the walk's plan after a refusal for this Database's own holder expects them
                 # too. A holder of its own the replica shows fails the wait whatever the others': diagnosed at
                 # once then (the delete's walk drops it), not sent again first.
+                # Neither those nor a holder of its own on the synced replica (a row another namespace added and
+                # dropped again before the refusal was read, which the wait met): planned again too, bounded
+                # alike; diagnosed, it named nobody and a transaction's refusal stood.
                 found = self._weak_elsewhere(plan, elsewhere or {})
                 if found is not None:
                     self._weak_expected.learn(weak_targets(plan.reasons), found)
                     elsewhere = self._weak_expected.expected()
-                    if not self._weakly_held_here(plan):
-                        if weak_replans == _WEAK_REPLANS:
-                            raise errors.ConflictError(
-                                "another namespace's rows holding a deleted row weakly kept changing under the "
-                                f"commit ({_WEAK_REPLANS + 1} times); try again"
-                            )
-                        weak_replans += 1
-                        continue
+                if not self._weakly_held_here(plan):
+                    if weak_replans == _WEAK_REPLANS:
+                        raise errors.ConflictError(
+                            "another namespace's rows holding a deleted row weakly kept changing under the "
+                            f"commit ({_WEAK_REPLANS + 1} times); try again"
+                        )
+                    weak_replans += 1
+                    continue
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -805,20 +808,14 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         return self._still_held(target, going, *held, every=True)
 
     def _weakly_held_here(self, plan: Plan) -> bool:
-        """Whether the replica shows an object of this Database that ``plan`` neither writes nor deletes holding
-        one of its weak waits' targets in a table it waits on: those waits fail for it whatever the other
-        namespaces' rows, so planning again for theirs cannot land the commit."""
-        waits = [(i, why[1]) for i, why in enumerate(plan.reasons) if why[0] == "weakly_referenced"]
-        tables = {plan.ops[i]["table"] for i, _target in waits}
-        going = {why[1] for why in plan.reasons if why[0] == "delete"}
+        """Whether the replica shows a row of this Database (no ``nbdb:ns``) that ``plan`` neither writes nor
+        deletes holding one of its weak waits' targets in a column it waits on: those waits fail for it whatever
+        the other namespaces' rows, so planning again for theirs cannot land the commit (read on a refusal)."""
+        targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
+        written = {key[1] for key in plan.written} | {why[1][1].int for why in plan.reasons if why[0] == "delete"}
         with self.replica.cond:
-            for _i, target in waits:
-                for key in self.replica.referrer_keys(*target):
-                    if key in going or (key[0], key[1].int) in plan.written:
-                        continue
-                    if self.mapping.get(key[0]).db_table in tables:
-                        return True
-        return False
+            found = weak_holders_elsewhere(self.mapping, self.replica.rows_of, "", targets, mine=True)
+        return any(uuid.UUID(row).int not in written for rows in found.values() for row in rows)
 
     def _held_on_server(
         self, target: RefKey, released: frozenset[tuple[str, str, str]] | None = None

@@ -135,12 +135,14 @@ def weak_holders_elsewhere(
     rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
     namespace: str,
     targets: Sequence[RefKey],
+    mine: bool = False,
 ) -> dict[WeakWait, list[str]]:
     """The rows of another namespace than ``namespace`` holding one of ``targets`` in a weak column the commit
     deleting them waits on, as ``rows`` (db, db_table -> the replica's rows by id) shows them: a Database
     without a namespace, whose replica is sent every row, cannot select its own on the server (no clause
     selects rows without an ``nbdb:ns``), so after a refusal its wait expects exactly these (the server
-    drops their weak reference as the target goes). Read on a refusal only."""
+    drops their weak reference as the target goes). ``mine``: the rows of ``namespace`` instead (those the
+    wait fails for, unless the commit writes them). Read on a refusal only."""
     found: dict[WeakWait, list[str]] = {}
     for table, id in targets:
         tm = mapping.tables.get(table)
@@ -157,7 +159,8 @@ def weak_holders_elsewhere(
                 held = [
                     uuid_text(uuid.UUID(int=rid))
                     for rid, row in rows(tm.db, stm.db_table).items()
-                    if _holds(row.get(cm.column), text) and row_namespace(row.get(EXTERNAL_IDS) or {}) != namespace
+                    if _holds(row.get(cm.column), text)
+                    and (row_namespace(row.get(EXTERNAL_IDS) or {}) != namespace) != mine
                 ]
                 if held:
                     found[((table, id.int), stm.db_table, cm.column)] = sorted(held)
