@@ -89,8 +89,8 @@ def test_a_default_namespaces_port_held_by_its_group_and_another_namespaces_comm
             port = db.create(LogicalSwitchPort(switch=sw, name=_name("p-")))
             mine = db.create(PortGroup(name=_name("pm"), ports=[port.id]))
             theirs = other.create(PortGroup(name=_name("po"), ports=[port.id]))
-            replica: Any = db.backend.replica  # type: ignore[attr-defined]
-            assert eventually(lambda t=theirs: t.id.int in replica.rows_of("OVN_Northbound", "Port_Group"), timeout=10)
+            rows = db.backend.replica.rows_of  # type: ignore[attr-defined]
+            assert eventually(lambda t=theirs, r=rows: t.id.int in r("OVN_Northbound", "Port_Group"), timeout=10)
             db._context.delete_order.clear()  # (each goes alone first, as a Database's first delete of a port)
             sent = _sent_deletes(db)
             if in_transaction:

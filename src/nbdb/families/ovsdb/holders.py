@@ -23,7 +23,16 @@ from nbdb.families.ovsdb.rows import row_namespace
 from nbdb.families.ovsdb.unique import selected_namespace
 from nbdb.spi import RefKey
 
-__all__ = ["HolderQuery", "WeakWait", "holder_queries", "holders_found", "released_by", "weak_holders_elsewhere", "weak_targets", "WeakExpected"]
+__all__ = [
+    "HolderQuery",
+    "WeakExpected",
+    "WeakWait",
+    "holder_queries",
+    "holders_found",
+    "released_by",
+    "weak_holders_elsewhere",
+    "weak_targets",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +56,8 @@ class HolderQuery:
 
 
 Released = frozenset[tuple[str, str, str]]
-"""(table, set column, row's uuid text) of each parent row whose set a commit takes a target out of (:func:`released_by`)."""
+"""(table, set column, row's uuid text) of each parent row whose set a commit takes a target out of
+(:func:`released_by`)."""
 
 
 def released_by(ops: Sequence[Mapping[str, Any]], id: uuid.UUID) -> Released:
@@ -97,8 +107,8 @@ def holder_queries(
     if released is not None:
         for ptable, pcolumn in sorted(parents):
             skip = frozenset(row for t, c, row in released if (t, c) == (ptable, pcolumn))
-            where = [[pcolumn, "includes", ["uuid", text]]]
-            op = {"op": "select", "table": ptable, "where": where, "columns": ["_uuid"]}
+            held = [[pcolumn, "includes", ["uuid", text]]]
+            op = {"op": "select", "table": ptable, "where": held, "columns": ["_uuid"]}
             queries.append(HolderQuery(op, ptable, pcolumn, parent=True, skip=skip))
     for db_table, table_schema in schema.tables.items():
         for column, spec in table_schema.columns.items():
