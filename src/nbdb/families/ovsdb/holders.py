@@ -31,6 +31,7 @@ __all__ = [
     "holders_found",
     "released_by",
     "weak_holders_elsewhere",
+    "weak_holders_here",
     "weak_targets",
 ]
 
@@ -145,14 +146,33 @@ def weak_holders_elsewhere(
     rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
     namespace: str,
     targets: Sequence[RefKey],
-    mine: bool = False,
 ) -> dict[WeakWait, list[str]]:
     """The rows of another namespace than ``namespace`` holding one of ``targets`` in a weak column the commit
     deleting them waits on, as ``rows`` (db, db_table -> the replica's rows by id) shows them: a Database
     without a namespace, whose replica is sent every row, cannot select its own on the server (no clause
     selects rows without an ``nbdb:ns``), so after a refusal its wait expects exactly these (the server
-    drops their weak reference as the target goes). ``mine``: the rows of ``namespace`` instead (those the
-    wait fails for, unless the commit writes them). Read on a refusal only."""
+    drops their weak reference as the target goes). Read on a refusal only."""
+    return _weak_holders(mapping, rows, namespace, targets, False)
+
+
+def weak_holders_here(
+    mapping: Mapping_,
+    rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
+    namespace: str,
+    targets: Sequence[RefKey],
+) -> dict[WeakWait, list[str]]:
+    """The rows of ``namespace`` itself that :func:`weak_holders_elsewhere` leaves out: the wait fails for
+    each, unless the commit writes it. Read on a refusal only."""
+    return _weak_holders(mapping, rows, namespace, targets, True)
+
+
+def _weak_holders(
+    mapping: Mapping_,
+    rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
+    namespace: str,
+    targets: Sequence[RefKey],
+    mine: bool,
+) -> dict[WeakWait, list[str]]:
     found: dict[WeakWait, list[str]] = {}
     for table, id in targets:
         tm = mapping.tables.get(table)
