@@ -137,3 +137,26 @@ def test_a_default_transactions_delete_refused_by_a_group_added_and_dropped_befo
         assert len(passing) == 2 and len(sent) == 2, sent  # refused for the passing group; committed
         with pytest.raises(nbdb.NotFoundError):
             db.get(LogicalSwitchPort, port.id)
+
+
+def test_another_namespaces_group_changing_its_other_ports_meanwhile_costs_no_commit(server: OvsdbServer) -> None:
+    # The wait expecting the other namespaces' holders compares their rows' ids only, not the column: another
+    # port added to their group between the read and the commit leaves the holders the same (the server drops
+    # only the deleted port from it), and the commit planned expecting them lands: 2 commits, not a third.
+    from .test_ovsdb import _made_after_each_read
+
+    with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=_name("t")) as other:
+        sw = db.create(LogicalSwitch(name=_name("sw-")))
+        port, kept = (db.create(LogicalSwitchPort(switch=sw, name=_name("p-"))) for _ in range(2))
+        theirs = other.create(PortGroup(name=_name("po"), ports=[port.id]))
+        rows = db.backend.replica.rows_of  # type: ignore[attr-defined]
+        assert eventually(lambda: theirs.id.int in rows("OVN_Northbound", "Port_Group"), timeout=10)
+        sent = _sent_deletes(db)
+
+        def grow() -> PortGroup:
+            return other.update(other.get(PortGroup, theirs.id).replace(ports=[port.id, kept.id]))
+
+        with _made_after_each_read(grow, 1) as made:
+            db.delete(port)
+        assert len(made) == 1 and len(sent) == 2, sent  # alone, refused for theirs; expecting theirs: committed
+        assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [kept.id], timeout=10)
