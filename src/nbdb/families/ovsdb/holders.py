@@ -54,6 +54,8 @@ class HolderQuery:
     parent (another client put the child in its set too), which no plan of this Database can drop."""
     skip: frozenset[str] = frozenset()
     """The rows (their uuid's text) whose set the refused commit itself takes the target out of: no holders."""
+    model: str | None = None
+    """The table of the model its rows are objects of, when the target's own model says (its parent field's)."""
 
 
 Released = frozenset[tuple[str, str, str]]
@@ -106,11 +108,12 @@ def holder_queries(
         queries.append(HolderQuery(op, link.child.db_table, link.column, own=True))
     parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child
     if released is not None:
-        for ptable, pcolumn in sorted(parents):
+        for name, (ptable, pcolumn) in sorted(tm.parents.items(), key=lambda item: item[1]):
             skip = frozenset(row for t, c, row in released if (t, c) == (ptable, pcolumn))
             held = [[pcolumn, "includes", ["uuid", text]]]
             op = {"op": "select", "table": ptable, "where": held, "columns": ["_uuid"]}
-            queries.append(HolderQuery(op, ptable, pcolumn, parent=True, skip=skip))
+            model = tm.refs[name][0] if name in tm.refs else None  # (its parent field's: a table others may share)
+            queries.append(HolderQuery(op, ptable, pcolumn, parent=True, skip=skip, model=model))
     for db_table, table_schema in schema.tables.items():
         for column, spec in table_schema.columns.items():
             key, value = spec.type.key, spec.type.value
@@ -284,7 +287,11 @@ def holders_found(
                 return None
             if member in query.skip:
                 continue
-            key = _named(mapping, db, query.db_table, uuid.UUID(member), shown)
+            key = (
+                (query.model, uuid.UUID(member))
+                if query.model is not None
+                else _named(mapping, db, query.db_table, uuid.UUID(member), shown)
+            )
             if key is None:
                 return None
             if key not in found:
