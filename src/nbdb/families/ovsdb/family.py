@@ -46,8 +46,8 @@ from nbdb.families.ovsdb.holders import (
     holder_queries,
     holders_found,
     released_by,
+    weak_holders,
     weak_holders_elsewhere,
-    weak_holders_here,
     weak_targets,
 )
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
@@ -815,7 +815,7 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
         written = {key[1] for key in plan.written} | {why[1][1].int for why in plan.reasons if why[0] == "delete"}
         with self.replica.cond:
-            found = weak_holders_here(self.mapping, self.replica.rows_of, "", targets)
+            found = weak_holders(self.mapping, self.replica.rows_of, "", targets, mine=True)
         return any(uuid.UUID(row).int not in written for rows in found.values() for row in rows)
 
     def _held_on_server(

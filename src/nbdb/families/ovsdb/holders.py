@@ -30,8 +30,8 @@ __all__ = [
     "holder_queries",
     "holders_found",
     "released_by",
+    "weak_holders",
     "weak_holders_elsewhere",
-    "weak_holders_here",
     "weak_targets",
 ]
 
@@ -155,27 +155,19 @@ def weak_holders_elsewhere(
     without a namespace, whose replica is sent every row, cannot select its own on the server (no clause
     selects rows without an ``nbdb:ns``), so after a refusal its wait expects exactly these (the server
     drops their weak reference as the target goes). Read on a refusal only."""
-    return _weak_holders(mapping, rows, namespace, targets, False)
+    return weak_holders(mapping, rows, namespace, targets, mine=False)
 
 
-def weak_holders_here(
+def weak_holders(
     mapping: Mapping_,
     rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
     namespace: str,
     targets: Sequence[RefKey],
-) -> dict[WeakWait, list[str]]:
-    """The rows of ``namespace`` itself that :func:`weak_holders_elsewhere` leaves out: the wait fails for
-    each, unless the commit writes it. Read on a refusal only."""
-    return _weak_holders(mapping, rows, namespace, targets, True)
-
-
-def _weak_holders(
-    mapping: Mapping_,
-    rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
-    namespace: str,
-    targets: Sequence[RefKey],
+    *,
     mine: bool,
 ) -> dict[WeakWait, list[str]]:
+    """:func:`weak_holders_elsewhere`'s rows, or (``mine``) those of ``namespace`` itself it leaves out: the wait
+    fails for each of those, unless the commit writes it. Read on a refusal only."""
     found: dict[WeakWait, list[str]] = {}
     for table, id in targets:
         tm = mapping.tables.get(table)
