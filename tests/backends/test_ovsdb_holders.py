@@ -160,3 +160,71 @@ def test_another_namespaces_group_changing_its_other_ports_meanwhile_costs_no_co
             db.delete(port)
         assert len(made) == 1 and len(sent) == 2, sent  # alone, refused for theirs; expecting theirs: committed
         assert eventually(lambda: other.get(PortGroup, theirs.id).ports == [kept.id], timeout=10)
+
+
+@pytest.mark.parametrize("namespace", ["", "t"])
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_review_rev39_a_port_moved_to_another_switch_before_its_delete_lands_is_deleted_not_refused(
+    server: OvsdbServer, in_transaction: bool, namespace: str
+) -> None:
+    # Another client (a raw transaction, as ovn-nbctl's: the port's own row unchanged, so the delete's wait on
+    # it passes) moves the port from switch A to switch C after the delete was planned from a replica that
+    # still showed A: the plan takes it out of A (a no-op on the server) and the server refuses the delete for
+    # C. C is the port's only switch by then, its own parent, not a second one: planned again from the synced
+    # replica (which shows C) the delete commits, as it did before _held_past_plan. Weighed with
+    # released_by(plan.ops) of the stale plan, C is named as a second parent in ``unseen`` and the refusal
+    # stands after one commit.
+    ns = _name(namespace) if namespace else None
+    with nbdb.connect(server.url, namespace=ns) as db:
+        own = db.create(LogicalSwitch(name=_name("sw-")))
+        moved_to = db.create(LogicalSwitch(name=_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=own.id, name=_name("p-")))
+        backend: Any = db.backend
+        real = backend._grouped
+        moves: list[Any] = []
+        member = ["set", [["uuid", str(port.id)]]]
+        move = [
+            {"op": "mutate", "table": "Logical_Switch", "where": [["_uuid", "==", ["uuid", str(sw)]]],
+             "mutations": [["ports", how, member]]}
+            for sw, how in ((own.id, "delete"), (moved_to.id, "insert"))
+        ]  # fmt: skip
+
+        def grouped(database: str, ops: list[Any], *args: Any) -> Any:
+            if any(op.get("op") == "delete" for op in ops) and not moves:
+                moves.append(ovsdb_transact(server.leader().address, move))  # (after the plan, before it lands)
+            return real(database, ops, *args)
+
+        backend.__dict__["_grouped"] = grouped
+        if in_transaction:
+            with db.transaction() as txn:
+                txn.delete((LogicalSwitchPort, port.id))
+        else:
+            db.delete(LogicalSwitchPort, port.id)
+        assert moves
+        with pytest.raises(nbdb.NotFoundError):
+            db.get(LogicalSwitchPort, port.id)
+
+
+def test_review_rev39_a_second_parent_the_database_reads_is_not_named_as_one_it_cannot_read(
+    server: OvsdbServer,
+) -> None:
+    # A second parent is put in ``unseen`` whatever its namespace (holders_found: ``query.parent``), and
+    # rules.still_referenced names every ``unseen`` row as one "this Database cannot read: another namespace's
+    # or client's". Here the second switch is the Database's own (made by it, read back by it): the message
+    # says something false of it.
+    with nbdb.connect(server.url, namespace=_name("t")) as db:
+        own = db.create(LogicalSwitch(name=_name("sw-")))
+        second = db.create(LogicalSwitch(name=_name("sw-")))
+        port = db.create(LogicalSwitchPort(switch=own.id, name=_name("p-")))
+        where = [["_uuid", "==", ["uuid", str(second.id)]]]
+        mutations = [["ports", "insert", ["set", [["uuid", str(port.id)]]]]]
+        ovsdb_transact(
+            server.leader().address,
+            [{"op": "mutate", "table": "Logical_Switch", "where": where, "mutations": mutations}],
+        )
+        assert eventually(lambda: db.backend.replica.record(LogicalSwitch.nbdb_table, second.id) is not None)  # type: ignore[attr-defined]
+        with pytest.raises(nbdb.ReferenceError) as refused:
+            db.delete(LogicalSwitchPort, port.id)
+        assert db.get(LogicalSwitch, second.id).id == second.id  # it reads it
+        assert str(second.id) in str(refused.value)
+        assert "cannot read" not in str(refused.value), refused.value

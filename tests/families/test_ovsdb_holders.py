@@ -145,3 +145,14 @@ def test_other_namespaces_weak_holders_are_kept_per_target_until_its_delete_land
         expected.learn({("T", i)}, {(("T", i), "Port_Group", "ports"): ["c"]})
     kept = expected.expected() or {}
     assert 0 < len(kept) <= WeakExpected.MOST and (("T", WeakExpected.MOST), "Port_Group", "ports") in kept
+
+
+def test_review_rev39_weak_expected_keeps_at_most_most_targets_when_one_refusal_finds_more() -> None:
+    # "at most 256 targets' kept" (docs/backends/ovsdb.md, WeakExpected's docstring): learn() empties what was
+    # kept when the sum overflows, but stores ``found`` whole, so one transaction's refusal deleting more ports
+    # than MOST, each held by another namespace's group, keeps them all (until a commit deleting them lands:
+    # never, when the transaction is refused for good).
+    expected = WeakExpected()
+    many = [("Logical_Switch_Port", i) for i in range(WeakExpected.MOST * 4)]
+    expected.learn(set(many), {(t, "Port_Group", "ports"): ["g"] for t in many})
+    assert len(expected.expected() or {}) <= WeakExpected.MOST
