@@ -729,7 +729,7 @@ class Database:
                     # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
                     # alone was refused, the plan walks from them as read here (an owner's delete listed
                     # and read them again). A refused plan's own drops are not among those named.
-                    read = read_refusal(self._backend, root, exc.referrers, exc.unseen)
+                    read = read_refusal(self._backend, root, exc.referrers, exc.unseen + exc.undroppable)
                     if read is None:
                         raise
                     named = frozenset(exc.referrers)

@@ -133,7 +133,7 @@ def _weigh_named(
     it is refused unnamed).
     """
     assert refusal.target is not None and refusal.referrers is not None
-    known = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen)
+    known = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen + refusal.undroppable)
     if known is None:
         return None
     stale = known is AFRESH

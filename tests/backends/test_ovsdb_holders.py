@@ -69,6 +69,7 @@ def test_a_port_another_clients_switch_also_holds_is_refused_naming_that_switch_
         # Every holder (its own group too, which the walk would drop), the other switch as one it cannot drop.
         named = {held} if group is None else {held, (PortGroup.nbdb_table, group.id)}
         assert set(refused.value.referrers or ()) == named and refused.value.unseen == (held,)
+        assert refused.value.undroppable == (held,)  # (and a second parent's set: no plan drops it)
         assert str(other) in str(refused.value) and str(own.id) not in str(refused.value), refused.value
         assert db.get(LogicalSwitchPort, port.id) == port and db.get(LogicalSwitch, own.id) == own
         if group is not None:
@@ -164,16 +165,16 @@ def test_another_namespaces_group_changing_its_other_ports_meanwhile_costs_no_co
 
 @pytest.mark.parametrize("namespace", ["", "t"])
 @pytest.mark.parametrize("in_transaction", [False, True])
-def test_review_rev39_a_port_moved_to_another_switch_before_its_delete_lands_is_deleted_not_refused(
+def test_a_port_moved_to_another_switch_before_its_delete_lands_is_deleted_not_refused(
     server: OvsdbServer, in_transaction: bool, namespace: str
 ) -> None:
     # Another client (a raw transaction, as ovn-nbctl's: the port's own row unchanged, so the delete's wait on
     # it passes) moves the port from switch A to switch C after the delete was planned from a replica that
     # still showed A: the plan takes it out of A (a no-op on the server) and the server refuses the delete for
-    # C. C is the port's only switch by then, its own parent, not a second one: planned again from the synced
-    # replica (which shows C) the delete commits, as it did before _held_past_plan. Weighed with
-    # released_by(plan.ops) of the stale plan, C is named as a second parent in ``unseen`` and the refusal
-    # stands after one commit.
+    # C. C is the port's only switch by then, its own parent, not a second one (no switch the plan releases
+    # holds the port still): planned again from the synced replica (which shows C) the delete commits, as
+    # semantics.md says of a referrer another writer moved the target to. (Weighed with what the stale plan
+    # released, C was named a second parent and the refusal stood; a transaction's was refused before that.)
     ns = _name(namespace) if namespace else None
     with nbdb.connect(server.url, namespace=ns) as db:
         own = db.create(LogicalSwitch(name=_name("sw-")))
@@ -205,13 +206,12 @@ def test_review_rev39_a_port_moved_to_another_switch_before_its_delete_lands_is_
             db.get(LogicalSwitchPort, port.id)
 
 
-def test_review_rev39_a_second_parent_the_database_reads_is_not_named_as_one_it_cannot_read(
+def test_a_second_parent_the_database_reads_is_not_named_as_one_it_cannot_read(
     server: OvsdbServer,
 ) -> None:
-    # A second parent is put in ``unseen`` whatever its namespace (holders_found: ``query.parent``), and
-    # rules.still_referenced names every ``unseen`` row as one "this Database cannot read: another namespace's
-    # or client's". Here the second switch is the Database's own (made by it, read back by it): the message
-    # says something false of it.
+    # A second parent the Database reads (its own switch, made by it, which a raw client put the port in too)
+    # is named as one no plan can drop (``undroppable``), not as one it cannot read (``unseen``, which said
+    # "this Database cannot read: another namespace's or client's" of it); the refusal stands all the same.
     with nbdb.connect(server.url, namespace=_name("t")) as db:
         own = db.create(LogicalSwitch(name=_name("sw-")))
         second = db.create(LogicalSwitch(name=_name("sw-")))
@@ -228,3 +228,5 @@ def test_review_rev39_a_second_parent_the_database_reads_is_not_named_as_one_it_
         assert db.get(LogicalSwitch, second.id).id == second.id  # it reads it
         assert str(second.id) in str(refused.value)
         assert "cannot read" not in str(refused.value), refused.value
+        assert "cannot be dropped by any plan" in str(refused.value), refused.value
+        assert refused.value.unseen == () and refused.value.undroppable == ((LogicalSwitch.nbdb_table, second.id),)

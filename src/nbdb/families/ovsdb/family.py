@@ -41,6 +41,8 @@ from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
 from nbdb.families.ovsdb.holders import (
+    Holders,
+    Released,
     WeakExpected,
     WeakWait,
     holder_queries,
@@ -504,6 +506,15 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                         )
                     weak_replans += 1
                     continue
+            if isinstance(failure, results.ReferentialIntegrityViolation):
+                named = self._held_past_plan(plan, failure)
+                if named is True:
+                    # Refused for a parent another writer moved the row to after it was planned (the plan took
+                    # it out of its old parent's set: nothing): planned again from the replica _held_past_plan
+                    # synced, which shows the new parent, as after a compare-and-swap's refusal (bounded alike).
+                    synced = True
+                    continue
+                raise named if isinstance(named, errors.ReferenceError) else self._unnamed(plan, failure)
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -737,25 +748,27 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 with self.replica.cond:
                     found = self.replica.referrer_keys(*detail)
                     every = self.replica.names_every_referrer(detail[0], detail[1], found)
+                second: list[RefKey] = []
                 if not every:
-                    # (Its parents' sets too, but the rows the commit takes it out of: one holding it still is
-                    # a second parent another client put it in, which refuses it as any strong holder.)
+                    # (Its parents' sets too, but the rows the commit takes it out of: another holding it still is
+                    # a second parent another client put it in, which refuses it as any strong holder; a parent
+                    # another writer moved it to after the plan (stale) is none: the walk's plan releases it.)
                     held = self._held_on_server(detail, released_by(plan.ops, detail[1]))
                     if held is not None:
-                        (found, unseen), every = held, True
-                return self._still_held(detail, going, found, unseen, every)
+                        found, unseen, second, every = held.found, held.unseen, held.second, True
+                return self._still_held(detail, going, found, unseen, every, second)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
             return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
         if isinstance(failure, results.ReferentialIntegrityViolation):
             named = self._held_past_plan(plan, failure)
-            if named is not None:
-                return named
-            return errors.ReferenceError(
-                f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
-            )
+            return named if isinstance(named, errors.ReferenceError) else self._unnamed(plan, failure)
         return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    def _unnamed(self, plan: Plan, failure: results.OperationError) -> errors.ReferenceError:
+        """The server's referential-integrity refusal, its holders not named as objects (see _held_past_plan)."""
+        return errors.ReferenceError(f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}")
 
     def _weak_elsewhere(
         self, plan: Plan, expected: Mapping[WeakWait, Sequence[str]]
@@ -778,35 +791,48 @@ class OvsdbFamilyBackend(OvsdbDataApi):
 
     @staticmethod
     def _still_held(
-        target: RefKey, going: Collection[RefKey], found: Iterable[RefKey], unseen: Iterable[RefKey], every: bool
+        target: RefKey,
+        going: Collection[RefKey],
+        found: Iterable[RefKey],
+        unseen: Iterable[RefKey],
+        every: bool,
+        second: Iterable[RefKey] = (),
     ) -> errors.ReferenceError:
         """The refusal of ``target``'s delete for ``found`` (those the commit deletes itself left out: they hold it
-        no more once it is applied, as the other stores name only what would still point to it)."""
+        no more once it is applied, as the other stores name only what would still point to it); ``unseen``:
+        those this Database cannot read, ``second``: those no plan of it drops (see :class:`.holders.Holders`)."""
         refs = sorted((ref for ref in found if ref not in going), key=str)
         hidden = [ref for ref in unseen if ref not in going]
-        return rules.still_referenced(target, refs, every=every and bool(refs), unseen=hidden)
+        fixed = [ref for ref in second if ref not in going]
+        return rules.still_referenced(target, refs, every=every and bool(refs), unseen=hidden, undroppable=fixed)
 
-    def _held_past_plan(self, plan: Plan, failure: results.OperationError) -> errors.ReferenceError | None:
+    def _held_past_plan(self, plan: Plan, failure: results.OperationError) -> errors.ReferenceError | bool:
         """The server's own refusal of a row ``plan`` deletes (``cannot delete T row U``: a strong reference no
         wait of the plan covers, as a second parent's set another client put the row in, or a column no model
         maps), named as every holder the server's rows show once the commit's own writes are applied: the row's
-        own parent, whose set the commit takes it out of, is none. None when they cannot be named."""
+        own parent, whose set the commit takes it out of, is none. False when they cannot be named; True when
+        the plan was stale (:attr:`.holders.Holders.stale`: another writer moved the row to another parent after
+        it was planned, from a replica behind the server; the replica is synced here: plan again)."""
         still = _STILL_HELD.search(failure.details or "")
         going = [why[1] for why in plan.reasons if why[0] == "delete"]
         if still is None:
-            return None
+            return False
         db_table, row = still.groups()
         target = next((k for k in going if str(k[1]) == row and self.mapping.get(k[0]).db_table == db_table), None)
         if target is None:
-            return None
+            return False
         try:
             self._sync(plan.db)  # (its own namespace's holders shown, not taken for unseen ones)
         except errors.BackendUnavailableError:
-            return None
+            return False
         held = self._held_on_server(target, released_by(plan.ops, target[1]))
-        if held is None or not [ref for ref in held[0] if ref not in going]:
-            return None
-        return self._still_held(target, going, *held, every=True)
+        if held is None:
+            return False
+        if held.stale:
+            return True
+        if not [ref for ref in held.found if ref not in going]:
+            return False
+        return self._still_held(target, going, held.found, held.unseen, True, held.second)
 
     def _weakly_held_here(self, plan: Plan) -> bool:
         """Whether the replica shows a row of this Database (no ``nbdb:ns``) that ``plan`` neither writes nor
@@ -818,12 +844,10 @@ class OvsdbFamilyBackend(OvsdbDataApi):
             found = weak_holders(self.mapping, self.replica.rows_of, "", targets, mine=True)
         return any(uuid.UUID(row).int not in written for rows in found.values() for row in rows)
 
-    def _held_on_server(
-        self, target: RefKey, released: frozenset[tuple[str, str, str]] | None = None
-    ) -> tuple[list[RefKey], list[RefKey]] | None:
-        """Every object holding ``target`` as the server's rows show them, and those of them this client's
-        replica does not show (another namespace's or client's rows); None when they cannot be named (see
-        :func:`.holders.holders_found`) or the server cannot be asked now.
+    def _held_on_server(self, target: RefKey, released: Released | None = None) -> Holders | None:
+        """Every object holding ``target`` as the server's rows show them, those of them this client's replica
+        does not show (another namespace's or client's rows) and its second parents (:class:`.holders.Holders`);
+        None when they cannot be named (see :func:`.holders.holders_found`) or the server cannot be asked now.
 
         One transaction of one ``select`` per column that can hold it, on a refusal only (see
         :mod:`.holders`): the replica, synced before, shows every holder of this namespace it selects.
