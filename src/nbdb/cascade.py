@@ -182,7 +182,7 @@ AFRESH: Known = MappingProxyType({})
 
 
 def read_refusal(
-    backend: Backend, target: RefKey, referrers: Sequence[RefKey], unseen: Collection[RefKey] = ()
+    backend: Backend, target: RefKey, referrers: Sequence[RefKey], fixed: Collection[RefKey] = ()
 ) -> Known | None:
     """The ``referrers`` a store named refusing ``target``'s plain delete, read, for the walk that plans
     the delete again (its ``known``); None if the refusal stands; :data:`AFRESH` if it is stale.
@@ -198,11 +198,12 @@ def read_refusal(
     walk that planned it): a referrer that turned weak or went away between that walk and this read refuses
     nothing, and judged from the old copy it would (a switch's 40,000 ports, held by the refused plan's walk,
     are read again to refuse its delete: the price of judging from what the store holds).
-    ``unseen``: referrers the store named that this Database cannot read (``ReferenceError.unseen``: OVSDB's
-    rows of another namespace or client): no plan can drop them or take them along, so the refusal stands
-    (read here, they looked gone, and the delete was planned and refused a second time).
+    ``fixed``: referrers the store named that this Database cannot read (``ReferenceError.unseen``: OVSDB's
+    rows of another namespace or client) or no plan of it can drop (``ReferenceError.undroppable``: OVSDB's
+    second parents): the refusal stands (read here, they looked gone or not holding the target, and the
+    delete was planned and refused a second time).
     """
-    if unseen:
+    if fixed:
         return None
     read: dict[RefKey, Model | None] = {}
     stale = False
@@ -240,7 +241,7 @@ def weigh_refusal(
     refers holds one that does not (a damaged index, which no number of tries mends).
     """
     assert refusal.target is not None and refusal.referrers is not None
-    read = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen)
+    read = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen + refusal.undroppable)
     if read is None:
         return None
     if read is not AFRESH:

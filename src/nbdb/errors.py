@@ -75,9 +75,13 @@ class ReferenceError(NbdbError):
     found still pointing to it, when the store read them all (else None): a plain delete planned
     again after the refusal starts its walk from them instead of reading them a second time.
     ``unseen``: those of ``referrers`` this Database cannot read (OVSDB: a row of another namespace, or
-    another client's, pointing to the target by a strong reference), sorted as ``referrers`` and named in
-    the message; no plan of it can drop them or take them along, so the refusal stands. Empty on a store
-    whose namespaces share no rows.
+    another client's, pointing to the target by a strong reference), sorted as ``referrers`` and named in the
+    message; no plan of it can drop them or take them along, so the refusal stands. Empty on a store whose
+    namespaces share no rows.
+    ``undroppable``: those of ``referrers`` that no plan of this Database can drop, whether it reads them or
+    not (OVSDB: a second parent holding the target in its set, which another client put it in beside its own
+    parent's: a port in a second switch's ``ports``), sorted and named alike; the refusal stands too. Empty
+    on every other store.
     """
 
     def __init__(
@@ -87,11 +91,13 @@ class ReferenceError(NbdbError):
         target: tuple[str, Any] | None = None,
         referrers: tuple[tuple[str, Any], ...] | None = None,
         unseen: tuple[tuple[str, Any], ...] = (),
+        undroppable: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         super().__init__(message)
         self.target = target
         self.referrers = referrers
         self.unseen = unseen
+        self.undroppable = undroppable
 
 
 class ValidationError(NbdbError, ValueError):

@@ -13,7 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nbdb.families.ovsdb.holders import HolderQuery, holder_queries, holders_found
+from nbdb.families.ovsdb.holders import (
+    HolderQuery,
+    Holders,
+    WeakExpected,
+    holder_queries,
+    holders_found,
+    released_by,
+)
+from nbdb.families.ovsdb.ops import mutate_members, where_uuid
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
 
 from .conftest import make_mapping
@@ -25,6 +33,11 @@ MAPPING = make_mapping()
 
 def _rows(*ids: uuid.UUID) -> dict[str, Any]:
     return {"rows": [{"_uuid": ["uuid", str(i)]} for i in ids]}
+
+
+def _pair(found: Holders | None) -> tuple[list[Any], list[Any]] | None:
+    """The holders found and those of them unseen."""
+    return None if found is None else (found.found, found.unseen)
 
 
 def test_a_ports_holders_are_asked_in_the_weak_column_a_plan_waits_for_not_in_its_switchs_set() -> None:
@@ -57,8 +70,8 @@ def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(
     db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, target) or ("", [])
     visible = {i for i, s in zip(ids, shown, strict=False) if s}
     found = holders_found(MAPPING, db, target, queries, [_rows(*ids)], lambda t, i: i in visible)
-    assert found is not None
-    named, unseen = found
+    assert found is not None and not found.second and not found.stale
+    named, unseen = found.found, found.unseen
     assert named == [(PortGroup.nbdb_table, i) for i in ids]
     assert unseen == [(PortGroup.nbdb_table, i) for i in ids if i not in visible]
 
@@ -73,7 +86,7 @@ def test_a_switchs_children_are_named_from_its_own_row_and_a_gone_row_names_none
         for q in queries
     ]
     found = holders_found(MAPPING, db, target, queries, replies, lambda t, i: False)
-    assert found == ([(LogicalSwitchPort.nbdb_table, port)], [(LogicalSwitchPort.nbdb_table, port)])
+    assert _pair(found) == ([(LogicalSwitchPort.nbdb_table, port)], [(LogicalSwitchPort.nbdb_table, port)])
     gone = [{"rows": []} for _ in queries]
     assert holders_found(MAPPING, db, target, queries, gone, lambda t, i: False) is None
 
@@ -84,9 +97,12 @@ def test_a_map_column_holds_the_target_by_key_or_value_only_where_its_type_point
     cell = ["map", [["k", ["uuid", str(target)]], [["uuid", str(target)], ["uuid", str(other)]]]]
     reply = {"rows": [{"_uuid": ["uuid", str(row)], "m": cell}]}
     named = holders_found(MAPPING, "OVN_Northbound", target, [by_value], [reply], lambda t, i: True)
-    assert named == ([(LogicalSwitchPort.nbdb_table, row)], [])
+    assert _pair(named) == ([(LogicalSwitchPort.nbdb_table, row)], [])
     elsewhere = {"rows": [{"_uuid": ["uuid", str(row)], "m": ["map", [["k", ["uuid", str(other)]]]]}]}
-    assert holders_found(MAPPING, "OVN_Northbound", target, [by_value], [elsewhere], lambda t, i: True) == ([], [])
+    assert _pair(holders_found(MAPPING, "OVN_Northbound", target, [by_value], [elsewhere], lambda t, i: True)) == (
+        [],
+        [],
+    )
 
 
 def test_a_default_namespaces_weak_holders_of_another_namespace_are_no_holders() -> None:
@@ -101,4 +117,93 @@ def test_a_default_namespaces_weak_holders_of_another_namespace_are_no_holders()
         ]
     }
     found = holders_found(MAPPING, db, target, queries, [reply], lambda t, i: i == mine)
-    assert found == ([(PortGroup.nbdb_table, mine)], [])
+    assert _pair(found) == ([(PortGroup.nbdb_table, mine)], [])
+
+
+@given(
+    st.lists(st.uuids(), max_size=4, unique=True),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_parents_set_holding_a_port_names_every_switch_but_those_the_commit_takes_it_out_of(
+    switches: list[uuid.UUID], released: list[bool], shown: bool, held_by_released: bool
+) -> None:
+    # The server refused a port's delete itself (a second switch another client put it in): its switches' sets
+    # were never asked, so the refusal named nobody (and its text the port's own switch, which the refused commit
+    # empties). Asked with what the commit releases, the others are named, as holders no plan can drop (in
+    # ``second``; in ``unseen`` only when the replica does not show them) — when a switch the commit releases
+    # still holds the port. When none does, another writer moved the port to the others after the plan (the
+    # plan released its old switch: nothing) and the Database reads them: stale, no holders (planned again).
+    port = uuid.uuid4()
+    let_go = [s for s, r in zip(switches, released, strict=False) if r]
+    ops = [mutate_members("Logical_Switch", s, "ports", "delete", [uuid.uuid4(), port]) for s in let_go]
+    ops.append(mutate_members("Logical_Switch", uuid.uuid4(), "ports", "insert", [port]))  # (not a release)
+    freed = released_by(ops, port)
+    assert freed == {("Logical_Switch", "ports", str(s)) for s in let_go}
+    db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, port, released=freed) or ("", [])
+    assert [(q.op["table"], q.column, q.parent) for q in queries] == [
+        ("Logical_Switch", "ports", True),
+        ("Port_Group", "ports", False),
+    ]
+    holding = [s for s in switches if held_by_released or s not in let_go]
+    replies = [_rows(*holding), {"rows": []}]
+    found = holders_found(MAPPING, db, port, queries, replies, lambda t, i: shown)
+    assert found is not None
+    kept = [(LogicalSwitch.nbdb_table, s) for s in switches if s not in let_go]
+    stale = bool(kept) and shown and not (held_by_released and let_go)
+    assert found.stale == stale
+    assert (found.found, found.second) == (([], []) if stale else (kept, kept))
+    assert found.unseen == ([] if shown else kept)
+
+
+def test_a_row_the_commit_deletes_is_no_holder_and_counts_as_its_own_parent() -> None:
+    # A transaction deleting the switch with its port: the switch's row is let go of (deleted), not mutated. It
+    # still holds the port on the server (the commit was refused): another switch holding it is a second parent.
+    port, own, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    ops = [{"op": "delete", "table": "Logical_Switch", "where": where_uuid(own)}]
+    freed = released_by(ops, port)
+    assert freed == {("Logical_Switch", None, str(own))}
+    db, queries = holder_queries(MAPPING, LogicalSwitchPort.nbdb_table, port, released=freed) or ("", [])
+    found = holders_found(MAPPING, db, port, queries, [_rows(own, other), {"rows": []}], lambda t, i: True)
+    assert found == Holders([(LogicalSwitch.nbdb_table, other)], [], [(LogicalSwitch.nbdb_table, other)])
+
+
+def test_other_namespaces_weak_holders_are_kept_per_target_until_its_delete_lands() -> None:
+    expected = WeakExpected()
+    one, two = ("Logical_Switch_Port", 1), ("Logical_Switch_Port", 2)
+    assert expected.expected() is None
+    expected.learn({one}, {(one, "Port_Group", "ports"): ["a"]})
+    expected.learn({two}, {(two, "Port_Group", "ports"): ["b"]})
+    before = expected.expected()
+    expected.learn({one}, {})  # found none of one's now: none kept for it, two's as they were
+    assert expected.expected() == {(two, "Port_Group", "ports"): ["b"]}
+    assert before == {(one, "Port_Group", "ports"): ["a"], (two, "Port_Group", "ports"): ["b"]}  # (never changed)
+    expected.forget({two})
+    assert expected.expected() is None
+    for i in range(WeakExpected.MOST + 1):
+        expected.learn({("T", i)}, {(("T", i), "Port_Group", "ports"): ["c"]})
+    kept = expected.expected() or {}
+    assert 0 < len(kept) <= WeakExpected.MOST and (("T", WeakExpected.MOST), "Port_Group", "ports") in kept
+
+
+def test_weak_expected_keeps_at_most_most_targets_when_one_refusal_finds_more() -> None:
+    # "at most 256 targets' kept" (docs/backends/ovsdb.md, WeakExpected's docstring): learn() empties what was
+    # kept when the sum overflows, but stores ``found`` whole, so one transaction's refusal deleting more ports
+    # than MOST, each held by another namespace's group, keeps them all (until a commit deleting them lands:
+    # never, when the transaction is refused for good).
+    expected = WeakExpected()
+    many = [("Logical_Switch_Port", i) for i in range(WeakExpected.MOST * 4)]
+    expected.learn(set(many), {(t, "Port_Group", "ports"): ["g"] for t in many})
+    assert len(expected.expected() or {}) <= WeakExpected.MOST
+
+
+def test_weak_expected_counts_targets_not_their_weak_columns() -> None:
+    # MOST bounds the targets kept: a target held in two weak columns is one target (both its waits kept).
+    expected = WeakExpected()
+    many = [("Logical_Switch_Port", i) for i in range(WeakExpected.MOST)]
+    found = {(t, table, "ports"): ["g"] for t in many for table in ("Port_Group", "Other")}
+    expected.learn(set(many), found)
+    assert expected.expected() == found
+    expected.learn({("T", 0)}, {(("T", 0), "Port_Group", "ports"): ["g"]})  # one more: past MOST, the rest go
+    assert expected.expected() == {(("T", 0), "Port_Group", "ports"): ["g"]}

@@ -68,6 +68,22 @@ def test_a_refusals_unseen_referrers_are_sorted_and_named_in_its_message(ids: li
     assert rules.still_referenced(key(99), referrers, unseen=unseen).unseen == ()
 
 
+@given(st.lists(st.integers(0, 20), unique=True, max_size=8), st.data())
+def test_a_refusals_undroppable_referrers_are_named_apart_from_those_it_cannot_read(
+    ids: list[int], data: st.DataObject
+) -> None:
+    # ReferenceError.undroppable (OVSDB's second parents: no plan drops them, whether the Database reads them or
+    # not) were put in ``unseen`` and named as rows the Database "cannot read"; each is named for what it is.
+    referrers = sorted((key(i) for i in ids), key=str)
+    unseen = [k for k in referrers if data.draw(st.booleans())]
+    fixed = data.draw(st.permutations([k for k in referrers if data.draw(st.booleans())]))
+    refused = rules.still_referenced(key(99), referrers, every=True, unseen=unseen, undroppable=fixed)
+    assert refused.unseen == tuple(unseen) and refused.undroppable == tuple(sorted(fixed, key=str))
+    assert ("cannot read" in str(refused)) == bool(unseen)
+    assert ("cannot be dropped by any plan" in str(refused)) == bool(fixed)
+    assert rules.still_referenced(key(99), referrers, undroppable=fixed).undroppable == ()
+
+
 refs_strategy = st.sets(st.integers(0, 6).map(key), max_size=4)
 
 

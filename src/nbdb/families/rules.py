@@ -316,22 +316,32 @@ def deleted_alongside(source: RefKey, target: RefKey) -> errors.ReferenceError:
 
 
 def still_referenced(
-    target: RefKey, referrers: Sequence[RefKey], *, every: bool = False, unseen: Sequence[RefKey] = ()
+    target: RefKey,
+    referrers: Sequence[RefKey],
+    *,
+    every: bool = False,
+    unseen: Sequence[RefKey] = (),
+    undroppable: Sequence[RefKey] = (),
 ) -> errors.ReferenceError:
     """A delete of an object that others still point to; ``every``: ``referrers`` are all the store found
     still pointing to it (the error carries them, see :class:`nbdb.errors.ReferenceError`); ``unseen``:
-    those of them the caller's Database cannot read (carried only with ``every``, sorted as ``referrers``
+    those of them the caller's Database cannot read; ``undroppable``: those no plan of it can drop (a second
+    parent's set holds the target), read or not (both carried only with ``every``, sorted as ``referrers``
     usually are, and named in the message)."""
     # (None named: rows the store refused it for that it could not name, another client's or namespace's.)
     by = f" by {_names(referrers)}" if referrers else ""
     hidden = tuple(sorted(unseen, key=str)) if every else ()
+    fixed = tuple(sorted(undroppable, key=str)) if every else ()
     if hidden:
         by += f" ({_names(hidden)} this Database cannot read: another namespace's or client's)"
+    if fixed:
+        by += f" ({_names(fixed)} cannot be dropped by any plan: a second parent's set holds it)"
     return errors.ReferenceError(
         f"{_name(target)} is still referenced{by}; delete those first or pass cascade=True",
         target=target if every else None,
         referrers=tuple(referrers) if every else None,
         unseen=hidden,
+        undroppable=fixed,
     )
 
 

@@ -29,7 +29,7 @@ import re
 import time
 import uuid
 from abc import abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from nbdb import errors
@@ -40,7 +40,18 @@ from nbdb.families.ovsdb.counters import COUNTER_PREFIX, increment_ops, parse_co
 from nbdb.families.ovsdb.data import OvsdbDataApi
 from nbdb.families.ovsdb.datum import cell_from_wire, default_cell, wire_map
 from nbdb.families.ovsdb.group import GroupTransact, Transact
-from nbdb.families.ovsdb.holders import WeakWait, holder_queries, holders_found, weak_holders_elsewhere
+from nbdb.families.ovsdb.holders import (
+    Holders,
+    Released,
+    WeakExpected,
+    WeakWait,
+    holder_queries,
+    holders_found,
+    released_by,
+    weak_holders,
+    weak_holders_elsewhere,
+    weak_targets,
+)
 from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
 from nbdb.families.ovsdb.mutations import LedgerBook, MarkBook
 from nbdb.families.ovsdb.ops import wait
@@ -294,6 +305,11 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         return MarkBook()
 
     @functools.cached_property
+    def _weak_expected(self) -> WeakExpected:
+        """The other namespaces' weak holders a refused delete found, for the commits deleting it again."""
+        return WeakExpected()
+
+    @functools.cached_property
     def _ledger(self) -> LedgerBook:
         """This writer's settled ledger marks (see :func:`.planner._plan_ledger`)."""
         return LedgerBook()
@@ -344,7 +360,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         ledger_made = False
         lost: Plan | None = None  # sent, its reply lost: until settled, a copy of it may still land
         moved = False  # the server refused a copy of ``lost`` because a row it compares changed
-        elsewhere: dict[WeakWait, list[str]] | None = None  # (see weak_holders_elsewhere: asked on a refusal)
+        # (See weak_holders_elsewhere: asked on a refusal, and kept for the deletes planned again after it.)
+        elsewhere = None if self.namespace else self._weak_expected.expected()
         weak_replans = 0
         for attempt in range(_ATTEMPTS):
             plan = None
@@ -411,6 +428,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 continue
             failure = results.check(result)
             if failure is None:
+                if elsewhere:
+                    self._weak_expected.forget(weak_targets(plan.reasons))
                 return self._result(plan, deadline, fence is not None)
             kind = plan.reason(failure.index)[0]
             if isinstance(failure, results.NotOwner) and fence is not None:
@@ -468,17 +487,34 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 # refuses nothing (the server drops its reference), so the plan expects the ones the replica shows.
                 # When those changed under the wait (one added or dropped meanwhile, or not shown yet by a lagging
                 # replica), plan again, for a plain delete and a transaction's alike; bounded (_WEAK_REPLANS),
-                # then a ConflictError.
+                # then a ConflictError. What it found is kept for the commits that delete the target again
+                # (WeakExpected): the walk's plan after a refusal for this Database's own holder expects them
+                # too. A holder of its own the replica shows fails the wait whatever the others': diagnosed at
+                # once then (the delete's walk drops it), not sent again first.
+                # Neither those nor a holder of its own on the synced replica (a row another namespace added and
+                # dropped again before the refusal was read, which the wait met): planned again too, bounded
+                # alike; diagnosed, it named nobody and a transaction's refusal stood.
                 found = self._weak_elsewhere(plan, elsewhere or {})
                 if found is not None:
+                    self._weak_expected.learn(weak_targets(plan.reasons), found)
+                    elsewhere = self._weak_expected.expected()
+                if not self._weakly_held_here(plan):
                     if weak_replans == _WEAK_REPLANS:
                         raise errors.ConflictError(
                             "another namespace's rows holding a deleted row weakly kept changing under the "
                             f"commit ({_WEAK_REPLANS + 1} times); try again"
                         )
                     weak_replans += 1
-                    elsewhere = found
                     continue
+            if isinstance(failure, results.ReferentialIntegrityViolation):
+                named = self._held_past_plan(plan, failure)
+                if named is True:
+                    # Refused for a parent another writer moved the row to after it was planned (the plan took
+                    # it out of its old parent's set: nothing): planned again from the replica _held_past_plan
+                    # synced, which shows the new parent, as after a compare-and-swap's refusal (bounded alike).
+                    synced = True
+                    continue
+                raise named if isinstance(named, errors.ReferenceError) else self._unnamed(plan, failure)
             if self._retryable(plan, failure):
                 if isinstance(failure, results.NotLeader) or attempt > 1:
                     # A new leader, or a replica behind the server (through a relay): give it time.
@@ -712,22 +748,27 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 with self.replica.cond:
                     found = self.replica.referrer_keys(*detail)
                     every = self.replica.names_every_referrer(detail[0], detail[1], found)
+                second: list[RefKey] = []
                 if not every:
-                    held = self._held_on_server(detail)
+                    # (Its parents' sets too, but the rows the commit takes it out of: another holding it still is
+                    # a second parent another client put it in, which refuses it as any strong holder; a parent
+                    # another writer moved it to after the plan (stale) is none: the walk's plan releases it.)
+                    held = self._held_on_server(detail, released_by(plan.ops, detail[1]))
                     if held is not None:
-                        (found, unseen), every = held, True
-                refs = sorted((ref for ref in found if ref not in going), key=str)
-                unseen = [ref for ref in unseen if ref not in going]
-                return rules.still_referenced(detail, refs, every=every and bool(refs), unseen=unseen)
+                        found, unseen, second, every = held.found, held.unseen, held.second, True
+                return self._still_held(detail, going, found, unseen, every, second)
         if kind == "unique" or (isinstance(failure, results.ConstraintViolation) and failure.unique_index):
             return errors.ConflictError(f"another object holds a unique value of this commit: {failure.details}")
         if isinstance(failure, results.ConstraintViolation):
             return errors.ValidationError(f"OVSDB refused a value: {failure.details}")
         if isinstance(failure, results.ReferentialIntegrityViolation):
-            return errors.ReferenceError(
-                f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}"
-            )
+            named = self._held_past_plan(plan, failure)
+            return named if isinstance(named, errors.ReferenceError) else self._unnamed(plan, failure)
         return errors.ValidationError(f"OVSDB refused the commit: {failure}")
+
+    def _unnamed(self, plan: Plan, failure: results.OperationError) -> errors.ReferenceError:
+        """The server's referential-integrity refusal, its holders not named as objects (see _held_past_plan)."""
+        return errors.ReferenceError(f"OVSDB referential integrity: {failure.details}{self._holders(plan.db, failure)}")
 
     def _weak_elsewhere(
         self, plan: Plan, expected: Mapping[WeakWait, Sequence[str]]
@@ -737,6 +778,8 @@ class OvsdbFamilyBackend(OvsdbDataApi):
         refusal is not theirs). Read first as the replica stands (no round trip when it shows the change), then
         once more after a sync (a replica behind the server)."""
         targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
+        keys = weak_targets(plan.reasons)
+        expected = {wait: rows for wait, rows in expected.items() if wait[0] in keys}  # (kept for other targets too)
         for sync in (False, True):
             if sync:
                 self._sync(plan.db)
@@ -746,15 +789,70 @@ class OvsdbFamilyBackend(OvsdbDataApi):
                 return found
         return None
 
-    def _held_on_server(self, target: RefKey) -> tuple[list[RefKey], list[RefKey]] | None:
-        """Every object holding ``target`` as the server's rows show them, and those of them this client's
-        replica does not show (another namespace's or client's rows); None when they cannot be named (see
-        :func:`.holders.holders_found`) or the server cannot be asked now.
+    @staticmethod
+    def _still_held(
+        target: RefKey,
+        going: Collection[RefKey],
+        found: Iterable[RefKey],
+        unseen: Iterable[RefKey],
+        every: bool,
+        second: Iterable[RefKey] = (),
+    ) -> errors.ReferenceError:
+        """The refusal of ``target``'s delete for ``found`` (those the commit deletes itself left out: they hold it
+        no more once it is applied, as the other stores name only what would still point to it); ``unseen``:
+        those this Database cannot read, ``second``: those no plan of it drops (see :class:`.holders.Holders`)."""
+        refs = sorted((ref for ref in found if ref not in going), key=str)
+        hidden = [ref for ref in unseen if ref not in going]
+        fixed = [ref for ref in second if ref not in going]
+        return rules.still_referenced(target, refs, every=every and bool(refs), unseen=hidden, undroppable=fixed)
+
+    def _held_past_plan(self, plan: Plan, failure: results.OperationError) -> errors.ReferenceError | bool:
+        """The server's own refusal of a row ``plan`` deletes (``cannot delete T row U``: a strong reference no
+        wait of the plan covers, as a second parent's set another client put the row in, or a column no model
+        maps), named as every holder the server's rows show once the commit's own writes are applied: the row's
+        own parent, whose set the commit takes it out of, is none. False when they cannot be named; True when
+        the plan was stale (:attr:`.holders.Holders.stale`: another writer moved the row to another parent after
+        it was planned, from a replica behind the server; the replica is synced here: plan again)."""
+        still = _STILL_HELD.search(failure.details or "")
+        going = [why[1] for why in plan.reasons if why[0] == "delete"]
+        if still is None:
+            return False
+        db_table, row = still.groups()
+        target = next((k for k in going if str(k[1]) == row and self.mapping.get(k[0]).db_table == db_table), None)
+        if target is None:
+            return False
+        try:
+            self._sync(plan.db)  # (its own namespace's holders shown, not taken for unseen ones)
+        except errors.BackendUnavailableError:
+            return False
+        held = self._held_on_server(target, released_by(plan.ops, target[1]))
+        if held is None:
+            return False
+        if held.stale:
+            return True
+        if not [ref for ref in held.found if ref not in going]:
+            return False
+        return self._still_held(target, going, held.found, held.unseen, True, held.second)
+
+    def _weakly_held_here(self, plan: Plan) -> bool:
+        """Whether the replica shows a row of this Database (no ``nbdb:ns``) that ``plan`` neither writes nor
+        deletes holding one of its weak waits' targets in a column it waits on: those waits fail for it whatever
+        the other namespaces' rows, so planning again for theirs cannot land the commit (read on a refusal)."""
+        targets = [why[1] for why in plan.reasons if why[0] == "weakly_referenced"]
+        written = {key[1] for key in plan.written} | {why[1][1].int for why in plan.reasons if why[0] == "delete"}
+        with self.replica.cond:
+            found = weak_holders(self.mapping, self.replica.rows_of, "", targets, mine=True)
+        return any(uuid.UUID(row).int not in written for rows in found.values() for row in rows)
+
+    def _held_on_server(self, target: RefKey, released: Released | None = None) -> Holders | None:
+        """Every object holding ``target`` as the server's rows show them, those of them this client's replica
+        does not show (another namespace's or client's rows) and its second parents (:class:`.holders.Holders`);
+        None when they cannot be named (see :func:`.holders.holders_found`) or the server cannot be asked now.
 
         One transaction of one ``select`` per column that can hold it, on a refusal only (see
         :mod:`.holders`): the replica, synced before, shows every holder of this namespace it selects.
         """
-        queried = holder_queries(self.mapping, *target, self.namespace)
+        queried = holder_queries(self.mapping, *target, self.namespace, released)
         if queried is None:
             return None
         db, queries = queried

@@ -11,8 +11,9 @@ that commits.
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,18 @@ from nbdb.families.ovsdb.rows import row_namespace
 from nbdb.families.ovsdb.unique import selected_namespace
 from nbdb.spi import RefKey
 
-__all__ = ["HolderQuery", "WeakWait", "holder_queries", "holders_found", "weak_holders_elsewhere"]
+__all__ = [
+    "HolderQuery",
+    "Holders",
+    "WeakExpected",
+    "WeakWait",
+    "holder_queries",
+    "holders_found",
+    "released_by",
+    "weak_holders",
+    "weak_holders_elsewhere",
+    "weak_targets",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,13 +51,52 @@ class HolderQuery:
     map_key: bool = False
     map_value: bool = False
     """A map column holding the target as a key, a value (the rows selected are those with any entry)."""
+    parent: bool = False
+    """A parent's set column holding the target as its child: a row still holding it after the commit is a second
+    parent (another client put the child in its set too), which no plan of this Database can drop."""
+    skip: frozenset[str] = frozenset()
+    """The rows (their uuid's text) whose set the refused commit itself takes the target out of, or which it
+    deletes: no holders."""
+    model: str | None = None
+    """The table of the model its rows are objects of, when the target's own model says (its parent field's)."""
+
+
+Released = frozenset[tuple[str, str | None, str]]
+"""(table, set column, row's uuid text) of each parent row whose set a commit takes a target out of, and
+(table, None, row's uuid text) of each row it deletes (:func:`released_by`)."""
+
+
+def released_by(ops: Sequence[Mapping[str, Any]], id: uuid.UUID) -> Released:
+    """The parent rows whose set column the operations ``ops`` of a commit take ``id`` out of (a ``mutate`` that
+    deletes it from the set), and the rows it deletes: the child's own parent, which a refusal of its delete
+    must not name."""
+    text = uuid_text(id)
+    found: set[tuple[str, str | None, str]] = set()
+    for op in ops:
+        where = op.get("where")
+        if op.get("op") not in ("mutate", "delete") or not where or len(where) != 1 or where[0][:2] != ["_uuid", "=="]:
+            continue
+        row = _atom(where[0][2])
+        if op["op"] == "delete":
+            if row is not None:
+                found.add((op["table"], None, row))
+            continue
+        for column, how, value in op.get("mutations", ()):
+            if row is not None and how == "delete" and text in _atoms(value):
+                found.add((op["table"], column, row))
+    return frozenset(found)
 
 
 def holder_queries(
-    mapping: Mapping_, table: str, id: uuid.UUID, namespace: str = ""
+    mapping: Mapping_, table: str, id: uuid.UUID, namespace: str = "", released: Released | None = None
 ) -> tuple[str, list[HolderQuery]] | None:
     """The database and the selects that find every row holding ``table/id``; None when rows cannot tell
     (a reference to its table kept as JSON text or in another database: no column to select).
+
+    ``released``: the parent rows whose set the refused commit takes the target out of, or deletes
+    (:func:`released_by`); its parents' set columns are asked too then, those rows no holders (see
+    :func:`holders_found` for the others). None: its parents' sets are not asked (the commit was refused
+    before it reached them, by a wait).
 
     A weak column's holders are those of ``namespace`` only, as the commit waits for them (see
     ``planner._check_unreferenced``): the server drops another namespace's or client's weak reference
@@ -63,7 +114,14 @@ def holder_queries(
     for link in {link.column: link for link in mapping.links.get((tm.db, tm.db_table), ())}.values():
         op = {"op": "select", "table": tm.db_table, "where": where_uuid(id), "columns": [link.column]}
         queries.append(HolderQuery(op, link.child.db_table, link.column, own=True))
-    parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child: not holders
+    parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child
+    if released is not None:
+        for name, (ptable, pcolumn) in sorted(tm.parents.items(), key=lambda item: item[1]):
+            skip = frozenset(row for t, c, row in released if t == ptable and c in (pcolumn, None))
+            held = [[pcolumn, "includes", ["uuid", text]]]
+            op = {"op": "select", "table": ptable, "where": held, "columns": ["_uuid"]}
+            model = tm.refs[name][0] if name in tm.refs else None  # (its parent field's: a table others may share)
+            queries.append(HolderQuery(op, ptable, pcolumn, parent=True, skip=skip, model=model))
     for db_table, table_schema in schema.tables.items():
         for column, spec in table_schema.columns.items():
             key, value = spec.type.key, spec.type.value
@@ -105,6 +163,19 @@ def weak_holders_elsewhere(
     without a namespace, whose replica is sent every row, cannot select its own on the server (no clause
     selects rows without an ``nbdb:ns``), so after a refusal its wait expects exactly these (the server
     drops their weak reference as the target goes). Read on a refusal only."""
+    return weak_holders(mapping, rows, namespace, targets, mine=False)
+
+
+def weak_holders(
+    mapping: Mapping_,
+    rows: Callable[[str, str], Mapping[int, Mapping[str, Any]]],
+    namespace: str,
+    targets: Sequence[RefKey],
+    *,
+    mine: bool,
+) -> dict[WeakWait, list[str]]:
+    """:func:`weak_holders_elsewhere`'s rows, or (``mine``) those of ``namespace`` itself it leaves out: the wait
+    fails for each of those, unless the commit writes it. Read on a refusal only."""
     found: dict[WeakWait, list[str]] = {}
     for table, id in targets:
         tm = mapping.tables.get(table)
@@ -121,11 +192,61 @@ def weak_holders_elsewhere(
                 held = [
                     uuid_text(uuid.UUID(int=rid))
                     for rid, row in rows(tm.db, stm.db_table).items()
-                    if _holds(row.get(cm.column), text) and row_namespace(row.get(EXTERNAL_IDS) or {}) != namespace
+                    if _holds(row.get(cm.column), text)
+                    and (row_namespace(row.get(EXTERNAL_IDS) or {}) != namespace) != mine
                 ]
                 if held:
                     found[((table, id.int), stm.db_table, cm.column)] = sorted(held)
     return found
+
+
+class WeakExpected:
+    """The other namespaces' weak holders of deleted targets that a Database without a namespace found on a
+    refusal (:func:`weak_holders_elsewhere`), kept for every commit of it that deletes those targets again: the
+    delete planned again after the refusal (its walk's drops, a transaction's next try) expects them from its
+    first copy, not only the commit that found them. Wrong since (one added or dropped meanwhile), the wait
+    fails and the commit reads them again (bounded, as before). Forgotten once a commit deleting the target
+    lands. At most :attr:`MOST` targets kept, counted by target (each target's waits, one per weak column that
+    holds it, kept whole): a refusal that finds more keeps :attr:`MOST` of them (the others are read again on
+    their next refusal), and one whose targets would take the total past it replaces what was kept of the
+    others (a delete refused for good and never sent again leaves its own).
+
+    Each snapshot it hands out is never changed in place (replaced whole): commits on other threads read it;
+    :meth:`learn` and :meth:`forget` replace it under a lock (no thread's update lost to another's)."""
+
+    MOST = 256
+    __slots__ = ("_lock", "_seen")
+
+    def __init__(self) -> None:
+        self._seen: dict[WeakWait, list[str]] = {}
+        self._lock = threading.Lock()
+
+    def expected(self) -> dict[WeakWait, list[str]] | None:
+        """Every target's kept holders (None: none kept), as the planner's ``elsewhere``."""
+        return self._seen or None
+
+    def learn(self, targets: Collection[tuple[str, int]], found: Mapping[WeakWait, list[str]]) -> None:
+        """``found`` for ``targets`` (each one's holders as found now, replacing what was kept of it)."""
+        fresh = {wait[0] for wait in found}
+        if len(fresh) > self.MOST:
+            fresh = set(sorted(fresh)[: self.MOST])
+            found = {wait: rows for wait, rows in found.items() if wait[0] in fresh}
+        with self._lock:
+            kept = {key: rows for key, rows in self._seen.items() if key[0] not in targets and key[0] not in fresh}
+            if len({key[0] for key in kept}) + len(fresh) > self.MOST:
+                kept = {}
+            self._seen = {**kept, **found}
+
+    def forget(self, targets: Collection[tuple[str, int]]) -> None:
+        """Drop what was kept of ``targets`` (deleted: a row created again under an id is held anew)."""
+        with self._lock:
+            if any(key[0] in targets for key in self._seen):
+                self._seen = {key: rows for key, rows in self._seen.items() if key[0] not in targets}
+
+
+def weak_targets(reasons: Sequence[tuple[str, Any]]) -> frozenset[tuple[str, int]]:
+    """The (table, id.int) of each target a plan's weak waits are for (its ``weakly_referenced`` reasons)."""
+    return frozenset((why[1][0], why[1][1].int) for why in reasons if why[0] == "weakly_referenced")
 
 
 def _holds(cell: Any, text: str) -> bool:
@@ -145,6 +266,27 @@ def _waited(mapping: Mapping_, db: str, db_table: str, column: str, table: str) 
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class Holders:
+    """What :func:`holders_found` finds holding a target on the server."""
+
+    found: list[RefKey]
+    """Every object holding it (but the rows the refused commit lets go of it, and the ``stale`` parents)."""
+    unseen: list[RefKey]
+    """Those of ``found`` this Database cannot read (its replica does not show them: another namespace's or
+    client's rows): no plan of it can drop them or take them along."""
+    second: list[RefKey]
+    """Those of ``found`` holding it in a parent's set the commit does not take it out of (unless ``stale``): a
+    second parent another client put it in beside its own (a row the commit releases, which still holds it),
+    or a parent this Database cannot read; no plan of it takes the target out of them, whether it reads them
+    or not (a readable one is not in ``unseen``)."""
+    stale: bool = False
+    """The parents' sets hold it only in rows the commit does not release, none it releases holds it any more,
+    and this Database reads them all: another writer moved it to them after the commit was planned, from a
+    replica behind the server. They are its own parent, no holders (left out of ``found``): the delete planned
+    again from the synced replica takes it out of them."""
+
+
 def holders_found(
     mapping: Mapping_,
     db: str,
@@ -152,14 +294,14 @@ def holders_found(
     queries: Sequence[HolderQuery],
     replies: Sequence[Any],
     shown: Callable[[str, uuid.UUID], bool],
-) -> tuple[list[RefKey], list[RefKey]] | None:
-    """The objects holding ``id`` as the replies of :func:`holder_queries` show them, and those of them
-    this Database cannot read (``shown``: whether its replica holds the object); None if a holder is a
-    row no single model can name (a table no model maps, or several models share and the replica does
-    not show which), or the target's row is gone."""
+) -> Holders | None:
+    """The objects holding ``id`` as the replies of :func:`holder_queries` show them (see :class:`Holders`);
+    None if a holder is a row no single model can name (a table no model maps, or several models share and the
+    replica does not show which), or the target's row is gone. ``shown``: whether the replica holds an object."""
     text = uuid_text(id)
     found: dict[RefKey, None] = {}
-    unseen: list[RefKey] = []
+    parents: dict[RefKey, None] = {}  # in a parent's set, not one the commit lets go of
+    released_holds = False  # a parent's row the commit lets go of still holds it (the plan saw its parent)
     for query, reply in zip(queries, replies, strict=True):
         rows = reply.get("rows", []) if isinstance(reply, dict) else []
         if EXTERNAL_IDS in query.op.get("columns", ()):
@@ -175,14 +317,24 @@ def holders_found(
         for member in held:
             if member is None:
                 return None
-            key = _named(mapping, db, query.db_table, uuid.UUID(member), shown)
+            if member in query.skip:
+                released_holds = True
+                continue
+            key = (
+                (query.model, uuid.UUID(member))
+                if query.model is not None
+                else _named(mapping, db, query.db_table, uuid.UUID(member), shown)
+            )
             if key is None:
                 return None
-            if key not in found:
+            if query.parent:
+                parents[key] = None
+            else:
                 found[key] = None
-                if not shown(*key):
-                    unseen.append(key)
-    return list(found), unseen
+    stale = bool(parents) and not released_holds and all(shown(*key) for key in parents)
+    second = [] if stale else list(parents)
+    found.update(dict.fromkeys(second))
+    return Holders(list(found), [key for key in found if not shown(*key)], second, stale)
 
 
 def _named(
