@@ -679,9 +679,32 @@ def test_a_single_update_commits_as_the_general_path_commits_it(url: str, data: 
             client.close()
 
 
+@pytest.mark.parametrize("item", [["O", "u/T/name/x", b"v", b"i"], ["K", "r/S/1/T/2"]])
+def test_an_object_item_of_a_key_that_is_no_object_key_fails_naming_it_with_nothing_written(
+    url: str, item: list[Any]
+) -> None:
+    """The items 'O' (an object's put with its index's) and 'K' (their deletes) name the object key
+    alone, and the script derives the index key from it: an 'O' or 'K' of any other key fails the
+    commit naming the key and the item, before anything is read or written."""
+    import redis
+
+    with nbdb.connect(url, namespace=ns()) as db:
+        db.create(LogicalSwitch(name="s"))
+        backend = backend_of(db)
+        client = redis.Redis.from_url(backend_url(backend))
+        try:
+            before = _stored(client, backend.root)
+            head = [backend.root, "o/", "t-bad-item", backend.config.history]
+            with pytest.raises(redis.ResponseError, match=f"item {item[0]} of {item[1]}, not an object key"):
+                backend._commit_script(args=[*head, *item])
+            assert _stored(client, backend.root) == before
+        finally:
+            client.close()
+
+
 _SWITCH_IDS = [str(uuid.UUID(int=n)) for n in range(100, 102)]
 _PORT_IDS = [str(uuid.UUID(int=n)) for n in range(3)]
-_ITEM_FIELDS = {"v": 2, "e": 2, "p": 2, "l": 2, "P": 3, "C": 3, "D": 2}
+_ITEM_FIELDS = {"v": 2, "e": 1, "p": 2, "l": 2, "P": 3, "C": 3, "D": 2, "O": 3, "K": 1, "X": 2}
 
 
 def _items(fields: list[Any]) -> list[list[Any]]:
@@ -813,7 +836,7 @@ def test_single_creates_and_deletes_commit_as_the_general_path_commits_them(url:
                 elif kind == "delete":
                     prefix = layout.referrers((table, uuid.UUID(oid)))
                     conds = [VersionIs(okey, version), PrefixUnchangedSince(prefix, 0)]
-                    a, b = both(conds, {}, [okey, ikey, *referrers, *claims], "D")
+                    a, b = both(conds, {}, [okey, ikey, *referrers, *claims], "K")
                     if a is not None:
                         live.pop((table, oid))
                 else:

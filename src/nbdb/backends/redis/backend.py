@@ -794,6 +794,9 @@ def _payload(
     released: dict[str, bytes] | None = None
     """Released claims whose condition goes with their delete (see 'X' in the commit script)."""
     dropped: set[str] = set()
+    first = 0
+    """Deletes already sent (as the item 'K', see below)."""
+    drop = _dropped_referrers(conditions, deletes, range_root) if len(deletes) > 1 else None
     for condition in conditions:
         if isinstance(condition, VersionIs):
             if condition.key in fresh and condition.version == 0:
@@ -802,8 +805,14 @@ def _payload(
             add((*_KIND_V, head(len(key)), key, head(len(number)), number))
         elif isinstance(condition, Exists):
             key = condition.key.encode()
-            add((*_KIND_E, head(len(key)), key, *_EMPTY))
+            add((*_KIND_E, head(len(key)), key))  # 2 arguments (3 before: an empty second field)
         elif isinstance(condition, PrefixUnchangedSince):
+            if condition.prefix == drop and condition.revision == 0 and not first:
+                # A delete's 'p r/<table>/<id>/ 0' (no referrer left) and its first two deletes, the
+                # object and its index: one item 'K key' (2 arguments instead of 9).
+                key, first = deletes[0].encode(), 2
+                add((*_KIND_DROP, head(len(key)), key))
+                continue
             key, number = condition.prefix.encode(), str(condition.revision).encode()
             add((*_KIND_PREFIX, head(len(key)), key, head(len(number)), number))
         elif isinstance(condition, WrittenAt):
@@ -825,11 +834,24 @@ def _payload(
         else:  # pragma: no cover - the family has no other conditions
             raise TypeError(f"unknown condition {condition!r}")
     roots = _ROOTS
+    # An object's put followed by its index's, expected absent (a create): one item 'O key value
+    # index' (4 arguments instead of 8; the script derives the index's key from the object's).
+    index = None
+    """The index key of the object put just before, while its put may still join it."""
     for name, value in puts.items():
+        if index is not None:
+            if name == index and name in fresh and range_root(name) is None:
+                # The object's 'P key value 0' (8 parts framed) becomes 'O key value index'.
+                out[-8:] = (*_KIND_OBJECT, *out[-6:-2], head(len(value)), value)
+                index = None
+                continue
+            index = None
         key, at = name.encode(), range_root(name)
+        if at == 0 and fresh and name not in fresh:  # a commit with no fresh key (an update) folds nothing
+            index = _index_of(name)
         root = roots.get(at) or _framed_root(at)
         add((*(_KIND_CREATE if name in fresh else _KIND_PUT), head(len(key)), key, head(len(value)), value, *root))
-    for name in deletes:
+    for name in deletes[first:] if first else deletes:
         key = name.encode()
         if released and (held := released.pop(name, None)) is not None:
             add((*_KIND_RELEASE, head(len(key)), key, head(len(held)), held))
@@ -840,6 +862,31 @@ def _payload(
     return out
 
 
+def _dropped_referrers(
+    conditions: Sequence[Condition], deletes: Sequence[str], range_root: Callable[[str], int | None]
+) -> str | None:
+    """The reverse-reference prefix ``r/<table>/<id>/`` of the commit's first delete when that is an
+    object key whose index is the second delete, neither released as a claim (what 'K' stands for
+    with the condition 'no referrer left' on that prefix); None otherwise."""
+    index = deletes[1]
+    if range_root(deletes[0]) != 0 or index != _index_of(deletes[0]) or range_root(index) is not None:
+        return None
+    if any(isinstance(c, ValueIs) and c.key in deletes[:2] for c in conditions):
+        return None
+    return f"r/{index[2:]}/"
+
+
+def _index_of(key: str) -> str | None:
+    """The index key of an object key ``o/<topic>/<table>/<id>`` as the commit script derives it
+    for the items 'O' and 'K' (``i/<table>/<id>``, its pattern OKEY); None for any other key."""
+    if key[:2] != "o/" or key.count("/") != 3:
+        return None
+    rest = key[key.index("/", 2) + 1 :]  # <table>/<id>, each non-empty
+    if rest[0] == "/" or rest[-1] == "/":
+        return None
+    return "i/" + rest
+
+
 def _framed(field: bytes) -> tuple[bytes, bytes]:
     return argument_head(len(field)), field
 
@@ -848,7 +895,10 @@ _KIND_V, _KIND_E, _KIND_PREFIX, _KIND_L = _framed(b"v"), _framed(b"e"), _framed(
 _KIND_W = _framed(b"w")
 _KIND_X, _KIND_RELEASE = _framed(b"x"), _framed(b"X")
 """A key holds a value (ValueIs); a released unique claim's ValueIs and its delete in one item."""
-_KIND_PUT, _KIND_CREATE, _KIND_DELETE, _EMPTY = _framed(b"P"), _framed(b"C"), _framed(b"D"), _framed(b"")
+_KIND_PUT, _KIND_CREATE, _KIND_DELETE = _framed(b"P"), _framed(b"C"), _framed(b"D")
+_KIND_OBJECT, _KIND_DROP = _framed(b"O"), _framed(b"K")
+"""An object's put and its index's put expected absent, one item; the condition 'no referrer left' of an
+object, its delete and its index's, one item."""
 _NEVER_RANGED = _framed(b"-1")
 """The range root of a key only ever read by name, framed once."""
 

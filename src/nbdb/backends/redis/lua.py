@@ -701,24 +701,20 @@ end
 # One object's delete.
 _COMMIT_LEAN_DELETE = _fill(
     r"""
--- 'v key n' (n > 0, or 'w key m'), 'p r/<table>/<id>/ 0' (no referrer left), 'D key 0', 'D i/<table>/<id> -1'
--- of an object key, then 'D' of its reverse references (r/...) and unique claims (u/... -1),
+-- 'v key n' (n > 0, or 'w key m'), 'K key' of an object key (no referrer left, the delete of the
+-- object and of its index: 'p r/<table>/<id>/ 0', 'D key 0', 'D i/<table>/<id> -1' in one item, 2
+-- arguments for 9), then 'D' of its reverse references (r/...) and unique claims (u/... -1),
 -- which, like the index, are removed unread (see 'blind' in the general path), or 'X u/... id' of a
 -- released claim: removed if it still names that id (one HMGET each), else the commit fails ({0}).
 local function delete()
   local nargs = #ARGV
-  if nargs < 16 or ARGV[8] ~= 'p' or ARGV[10] ~= '0' or ARGV[11] ~= 'D' or ARGV[12] ~= ARGV[6]
-    or ARGV[13] ~= '0' or ARGV[14] ~= 'D' or ARGV[16] ~= '-1' then return end
+  if ARGV[8] ~= 'K' or ARGV[9] ~= ARGV[6] then return end
   local key, expect = ARGV[6], tonumber(ARGV[7])
   local topic, tbl, oid = key:match(OKEY)
-  if not (topic and expect and expect > 0 and expect < 9007199254740992) or ARGV[15] ~= 'i/' .. tbl .. '/' .. oid then
-    return
-  end
-  local refs = ARGV[9]:match('^r/[^/]+/[^/]+/$')
-  if not refs then return end
+  if not (topic and expect and expect > 0 and expect < 9007199254740992) then return end
   -- held: the released claims ('X u/... id'), each deleted only if it still names this object.
   local drops, held = {}, nil
-  for pos = 17, nargs, 3 do
+  for pos = 10, nargs, 3 do
     local kind, k, root = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2]
     local gh, gf = nil, nil
     if kind == 'D' and tonumber(root) then gh, gf = k:match('^(r/[^/]+/[^/]+/)(.+)$') end
@@ -750,7 +746,7 @@ local function delete()
   -- The referrers' hash (none left) and the topic's stream (named twice: count // 2 whether it
   -- exists, see revision) in one EXISTS.
   local s = P .. 'log:' .. topic
-  local count = redis.call('EXISTS', P .. 'k:' .. refs, s, s)
+  local count = redis.call('EXISTS', P .. 'k:r/' .. tbl .. '/' .. oid .. '/', s, s)
   if count % 2 == 1 then return {0} end
   local rev0 = revision(topic, count == 0)
   -- The keys not read first (their type unknown) before the log entries (see announce).
@@ -778,8 +774,9 @@ end
 # One object's create, or a transaction of creates.
 _COMMIT_LEAN_CREATE = _fill(
     r"""
--- 'e' of each referenced object, then of each object created 'P key value 0' of its object key
--- and 'C i/<table>/<id> index -1', then 'P' of their reverse references (r/...) and 'C' of their
+-- 'e' of each referenced object, then of each object created 'O key value index' of its object key
+-- (its put and its index's: 'P key value 0' and 'C i/<table>/<id> index -1' in one item, 4
+-- arguments for 8), then 'P' of their reverse references (r/...) and 'C' of their
 -- unique claims (u/... -1): one object's create (Database.create) or a transaction of creates
 -- (a transaction's items come in this order). An object named twice goes the general way.
 local function create()
@@ -787,19 +784,18 @@ local function create()
   local targets = {}
   while ARGV[pos] == 'e' do
     local t, ttbl, tid = ARGV[pos + 1]:match(OKEY)
-    if not t or ARGV[pos + 2] ~= '' then return end
+    if not t then return end
     targets[#targets + 1] = {P .. 'k:i/' .. ttbl .. '/' .. tid, t}
-    pos = pos + 3
+    pos = pos + 2
   end
   -- objs[i]: {key, value, index, topic, table, id, hash}
   local objs = {}
-  while ARGV[pos] == 'P' and ARGV[pos + 1]:sub(1, 2) == 'o/' do
-    if ARGV[pos + 3] ~= '0' or ARGV[pos + 4] ~= 'C' or ARGV[pos + 7] ~= '-1' then return end
+  while ARGV[pos] == 'O' do
     local key = ARGV[pos + 1]
     local topic, tbl, oid = key:match(OKEY)
-    if not topic or ARGV[pos + 5] ~= 'i/' .. tbl .. '/' .. oid then return end
-    objs[#objs + 1] = {key, ARGV[pos + 2], ARGV[pos + 6], topic, tbl, oid, P .. 'k:i/' .. tbl .. '/' .. oid}
-    pos = pos + 8
+    if not topic then return end
+    objs[#objs + 1] = {key, ARGV[pos + 2], ARGV[pos + 3], topic, tbl, oid, P .. 'k:i/' .. tbl .. '/' .. oid}
+    pos = pos + 4
   end
   if #objs == 0 then return end
   if #objs > 1 then
@@ -1034,7 +1030,7 @@ if OBJ == 'o/' then
   local kind, got = ARGV[5], nil
   if kind == 'v' or kind == 'w' then
     got = delete()
-  elseif kind == 'P' or kind == 'e' then
+  elseif kind == 'O' or kind == 'e' then
     got = create()
   end
   if got then return got end
@@ -1093,6 +1089,29 @@ while pos <= nargs do
   elseif kind == 'D' then
     dels[#dels + 1] = {ARGV[pos + 1], tonumber(ARGV[pos + 2])}
     pos = pos + 3
+  elseif kind == 'e' then
+    -- 'e key': the key exists (no second field).
+    conds[#conds + 1] = {'e', ARGV[pos + 1], ''}
+    pos = pos + 2
+  elseif kind == 'O' or kind == 'K' then
+    -- An object's put and its index's ('O key value index': 'P key value 0', 'C i/<table>/<id>
+    -- index -1'), or no referrer left and their deletes ('K key': 'p r/<table>/<id>/ 0',
+    -- 'D key 0', 'D i/<table>/<id> -1'), in one item.
+    local key = ARGV[pos + 1]
+    local _, tbl, oid = key:match(OKEY)
+    if not tbl then error({err = 'ERR nbdb: item ' .. kind .. ' of ' .. key .. ', not an object key'}) end
+    local index = 'i/' .. tbl .. '/' .. oid
+    if kind == 'O' then
+      puts[#puts + 1] = {key, ARGV[pos + 2], 0}
+      puts[#puts + 1] = {index, ARGV[pos + 3], -1}
+      conds[#conds + 1] = {'v', index, '0'}
+      pos = pos + 4
+    else
+      conds[#conds + 1] = {'p', 'r/' .. tbl .. '/' .. oid .. '/', '0'}
+      dels[#dels + 1] = {key, 0}
+      dels[#dels + 1] = {index, -1}
+      pos = pos + 2
+    end
   elseif kind == 'X' then
     -- A released unique claim (never ranged): its condition 'x key value' and its delete in one item.
     local key = ARGV[pos + 1]
