@@ -34,9 +34,9 @@ from nbdb.cascade import (
     drops_of,
     learn_order,
     plain_delete_plans,
-    read_refusal,
     store_decides,
     walk_deletes,
+    weigh_refusal,
 )
 from nbdb.codec import bulk, decode, decode_each
 from nbdb.commit_context import (
@@ -729,22 +729,18 @@ class Database:
                     # neither drop nor take along (a switch's port) refuses any plan; else, if the delete
                     # alone was refused, the plan walks from them as read here (an owner's delete listed
                     # and read them again). A refused plan's own drops are not among those named.
-                    read = read_refusal(self._backend, root, exc.referrers, exc.unseen + exc.undroppable)
-                    if read is None:
+                    weighed = weigh_refusal(self._backend, exc, stale_named)
+                    if weighed is None:
                         raise
-                    named = frozenset(exc.referrers)
+                    read, stale_named = weighed
                     if read is AFRESH:
                         # Stale: a named referrer let go of the root meanwhile (another writer may have
                         # put it in a referrer not named). The walk lists them again, and its plan is not
-                        # weighed against this one, made from what the store held then. Named stale twice
-                        # running, the same ones: the store's refusal stands (its own record of who refers
-                        # holds one that does not: a damaged index, which no number of tries mends).
-                        if named == stale_named:
-                            raise
+                        # weighed against this one, made from what the store held then (named stale twice
+                        # running, the same ones, the refusal stood: weigh_refusal).
                         plan = None
                     elif plan == {root}:
                         known = read
-                    stale_named = named if read is AFRESH else None
                 refused, last, plan_now = plan, exc, True
                 log.debug("delete: %s %s gained a referrer meanwhile; planning the cascade again", *root)
             except errors.NotFoundError as exc:

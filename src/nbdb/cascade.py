@@ -45,6 +45,7 @@ __all__ = [
     "walk_deletes",
     "weak_drops",
     "weakly_referenced",
+    "weigh_refusal",
     "without_weak",
 ]
 
@@ -226,6 +227,29 @@ def read_refusal(
                     return None
         stale = stale or not holds
     return AFRESH if stale else {target: read}
+
+
+def weigh_refusal(
+    backend: Backend, refusal: errors.ReferenceError, stale_named: frozenset[RefKey] | None
+) -> tuple[Known, frozenset[RefKey] | None] | None:
+    """A store's ``refusal`` of a delete that names every referrer of its target, weighed for the next plan, by
+    a plain delete and a transaction's alike: None if it stands, else the named referrers as read
+    (:func:`read_refusal`; :data:`AFRESH` if it is stale) and, if stale, the referrers it named (the
+    ``stale_named`` to weigh the next refusal against; None if not stale).
+
+    Named stale twice running, the same ones (``stale_named``), it stands: the store's own record of who
+    refers holds one that does not (a damaged index, which no number of tries mends).
+    """
+    assert refusal.target is not None and refusal.referrers is not None
+    read = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen + refusal.undroppable)
+    if read is None:
+        return None
+    if read is not AFRESH:
+        return read, None
+    named = frozenset(refusal.referrers)
+    if named == stale_named:
+        return None
+    return read, named
 
 
 def cascade_ops(backend: Backend, root: Delete) -> list[WriteOp]:

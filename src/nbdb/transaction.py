@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar, cast
 from uuid import UUID
@@ -19,11 +19,11 @@ from nbdb.cascade import (
     learn_order,
     owns,
     plain_delete_plans,
-    read_refusal,
     store_decides,
     took_along,
     walk_deletes,
     weakly_referenced,
+    weigh_refusal,
     without_weak,
 )
 from nbdb.commit_context import CommitContext
@@ -72,6 +72,45 @@ class _Step:
     of that object after the first, the first's step, which applies it too (see :meth:`Transaction._unfold_taken`)."""
     then: list[tuple[FieldMutation, FieldMutation]] | None = None
     """The ``(add, remove)`` of the later mutates joined to this one, applied after its own, in turn."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What :meth:`Transaction.commit` carries from one try to the next: what its deletes doom, and how the
+    weak drops of the next try are planned."""
+
+    doomed: frozenset[RefKey]
+    """The targets the transaction deletes that a weak reference may point to, and the objects they own found."""
+    order: dict[str, tuple[bool, bool]]
+    """The Database's per-table hint of whether deletes walk first (:func:`nbdb.cascade.plain_delete_plans`)."""
+    tables: dict[str, bool]
+    """Each table whose rows the transaction deletes and whose deletes plan, with whether they walked first."""
+    unwalked: bool
+    """Whether an owner's deletes went to the store unwalked (alone first): a refusal the walk would have
+    spared (a unique value or a version an object they own holds) walks them then, before it stands."""
+    plan_weak: bool = False
+    """Whether each try plans weak drops beside its ops."""
+    replanned: list[WriteOp] | None = None
+    """The weak drops planned when the store refused the last try."""
+    walked: Walk | None = None
+    """What the walk for the owned objects read: the next plan's reads."""
+    planned_from: Walk | None = None
+    """The walk the last try's drops were planned from (what it took along)."""
+    stale_named: frozenset[RefKey] | None = None
+    """The referrers the last (stale) refusal named."""
+
+
+@dataclass(slots=True)
+class _Try:
+    """One try of :meth:`Transaction.commit`: its live steps and ops (the drops last), in call order."""
+
+    live: list[_Step | Put] = field(default_factory=list)
+    """The steps that write, in the order of their ops."""
+    ops: list[WriteOp | Mutate] = field(default_factory=list)
+    drops: list[WriteOp] = field(default_factory=list)
+    """The weak drops (and what the deletes take along) at the end of ``ops``."""
+    own: set[RefKey] | None = None
+    """The keys the steps' own ops write, once drops are planned (not dropped again)."""
 
 
 def _creates(op: WriteOp | Mutate) -> bool:
@@ -132,18 +171,18 @@ def _weigh_named(
     again (a group of a switch deleted here that the transaction moves to another switch goes with it, as when
     it is refused unnamed).
     """
-    assert refusal.target is not None and refusal.referrers is not None
-    known = read_refusal(backend, refusal.target, refusal.referrers, refusal.unseen + refusal.undroppable)
-    if known is None:
+    weighed = weigh_refusal(backend, refusal, stale_named)
+    if weighed is None:
         return None
+    known, named = weighed
     stale = known is AFRESH
-    named = frozenset(refusal.referrers)
-    if stale and named == stale_named:
-        return None
-    read_since = dict(known.get(refusal.target, {}))  # (none if stale)
-    if stale or dropped or not all(isinstance(op, Delete) or _creates(op) for op in mine):
-        known = None
-    return known, read_since, stale, named if stale else None
+    read_since = dict(known.get(cast("RefKey", refusal.target), {}))  # (none if stale)
+    return (
+        None if stale or dropped or not all(isinstance(op, Delete) or _creates(op) for op in mine) else known,
+        read_since,
+        stale,
+        named,
+    )
 
 
 class Transaction:
@@ -260,10 +299,15 @@ class Transaction:
     # ---------------------------------------------------------------- commit
 
     def commit(self) -> None:
-        """Commit the queued writes now (the ``with`` block does it on exit, unless it was done already)."""
+        """Commit the queued writes now (the ``with`` block does it on exit, unless it was done already).
+
+        In phases, each a method of its own: the deletes' first plan (:meth:`_plan_deletes`), then per try
+        the ops (:meth:`_build_try`) and the weak drops beside them (:meth:`_plan_drops`), the commit through
+        the backend with each step's result (:meth:`_commit_try`), a refusal weighed (:meth:`_after_gone`,
+        :meth:`_after_refusal`: try again or let it stand), and the outcome published (:meth:`_publish`).
+        """
         if self._finished is not None:
             self._refuse()
-        context = self._context
         steps = self._steps
         if steps and all(type(step) is Put for step in steps):
             # Plain creates and updates only (asked of the steps, not counted as they are queued, so
@@ -271,200 +315,283 @@ class Transaction:
             self._commit_puts()
             return
         folded = self._fold_mutates_into_creates()
-        # Weak references to what the transaction deletes are dropped in its commit, as a plain delete
-        # drops them (see Database.delete): from its own writes now, from the stored referrers once the
-        # store refused the deletes for one (most targets have none: no referrers read first).
-        doomed = self._drop_doomed_from_own_writes()
-        plan_weak = False
-        replanned: list[WriteOp] | None = None  # the weak drops planned when the store refused the last try
-        walked: Walk | None = None  # what the walk for the owned objects read: the next plan's reads
-        planned_from: Walk | None = None  # the walk the last try's drops were planned from (what it took along)
-        stale_named: frozenset[RefKey] | None = None  # the referrers the last (stale) refusal named
-        # The deletes a plain delete of the same rows would walk first (plain_delete_plans: an owner's, a meter
-        # whose bands always hold it, unless its table's last delete took nothing along) walk before the first
-        # try: sent alone, they were refused for the objects they take along and committed a second time.
-        order = context.delete_order
-        tables, first = self._walk_first(order)
-        # Whether an owner's deletes went to the store unwalked (alone first): a refusal the walk would have
-        # spared (a unique value or a version an object they own holds) walks them then, before it stands.
-        unwalked = any(not walks and owns(table) for table, walks in tables.items())
-        if first:
-            try:
-                doomed, walk = self._walk_taking(context.backend, first, doomed, None)
-            except errors.CorruptRecordError as corrupt:
-                store_decides(corrupt, None)  # they go alone: the store's verdict decides, as a plain delete's
-                unwalked = True
-            else:
-                if walk.owned or walk.referrers:  # (else the deletes go alone, as a plain delete's would)
-                    walked, plan_weak = walk, True
+        plan = self._plan_deletes()
         for _attempt in range(_REBASES):
-            steps = self._steps
-            live: list[_Step | Put] = []
-            ops: list[WriteOp | Mutate] = []
-            drops: list[WriteOp] = []
-            if folded:
-                self._unfold_taken(steps)
-            for step in steps:
-                if isinstance(step, Put):
-                    live.append(step)
-                    ops.append(step)
-                    continue
-                if step.done:
-                    continue
-                if step.mutation is not None:
-                    self._rebase(step)
-                    if doomed and isinstance(step.op, Put):
-                        # A scalar weak reference of the stored copy (the remove above drops list members).
-                        step.op, step.planned = self._without_doomed(step.op, doomed)
-                if step.op is not None:
-                    live.append(step)
-                    ops.append(step.op)
-            if plan_weak:
-                own = {(op.table, op.id) for op in ops}
-                if replanned is not None:
-                    drops, replanned = replanned, None
-                elif walked is not None:
-                    drops, planned_from, walked = drops_of(walked, own), walked, None
-                else:
-                    planned_from = walk_deletes(context.backend, self._deleted(ops), skip=own)
-                    drops = drops_of(planned_from, frozenset())
-                ops += drops
-            results: dict[int, Model] = {}
-            """The result of each plain Put whose version is not the planned one, by the Put's id()."""
+            attempt = self._build_try(plan, folded)
+            self._plan_drops(plan, attempt)
             try:
-                if not ops:
-                    if self._fence is not None:  # nothing to write, but not for a holder that lost the lock
-                        context.check_fence(self._fence)
-                    self.revision = context.revision(context.backend.current_revision())
-                else:
-                    result, revision = context.commit(ops, self._fence)
-                    self.revision = revision
-                    stamp = context.stamp(result.revision)
-                    token = context.store_token
-                    stored: list[Model] = []
-                    reads: list[tuple[_Step, int]] = []
-                    versions = result.versions[: len(live)] if drops else result.versions
-                    for step, version in zip(live, versions, strict=True):
-                        if isinstance(step, Put):
-                            copy: Model = step.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
-                            if copy.version == version:
-                                stored.append(copy)
-                            else:
-                                results[id(step)] = as_stored(copy, version, stamp, token)
-                            continue
-                        planned = step.planned
-                        if planned is None:
-                            if isinstance(step.op, Mutate) and step.mutation is not None:
-                                reads.append((step, version))
-                        elif planned.version == version:
-                            stored.append(planned)
-                            step.result = planned
-                        else:
-                            step.result = as_stored(planned, version, stamp, token)
-                    committed_all(stored, stamp, token)
-                    for step, version in reads:
-                        # Applied by the store to what it held: read what that made.
-                        assert step.mutation is not None
-                        read = self._get(step.mutation[0], step.mutation[1])
-                        step.result = context.read_back(read, version, result.revision)
+                results = self._commit_try(attempt)
             except errors.NotFoundError as exc:
-                if self._settle_gone(live, exc):
+                if self._after_gone(attempt, exc):
                     continue
-                if exc.key is None or not any((op.table, op.id) == exc.key for op in drops):
-                    raise
-                log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
-                continue
+                raise  # (here, not in the method: raised there, it and the method's frame held each other)
             except (errors.ReferenceError, errors.ConflictError) as exc:
-                mine = ops[: len(ops) - len(drops)]
-                known: Known | None = None
-                # Referrers' stored copies read since the refusal: no walk after it reads them again.
-                read_since: dict[RefKey, Model | None] = {}
-                stale = False
-                # Whether the objects the deletes own are walked before the refusal is weighed: after every
-                # refusal for a reference, and after a unique value's or a version's when the hint sent an
-                # owner's deletes alone first (the store refused the commit before weighing them: walked first,
-                # the objects they own went in that commit, freeing a name the transaction creates anew; the
-                # hint orders the work only).
-                walks = unwalked
-                if isinstance(exc, errors.ReferenceError):
-                    # A stored weak referrer of a target deleted here (or one that gained it since the plan
-                    # read them): planned (again) at once. A plan that comes out the same as the one refused
-                    # (none the first time) leaves the refusal standing without committing again: the store
-                    # refused for another reason (a dangling strong reference), which another try cannot cure.
-                    if not doomed:
-                        raise
-                    walks = True
-                    if exc.target in doomed and exc.referrers is not None:
-                        # The store named every referrer it refused the delete for (see _weigh_named).
-                        weighed = _weigh_named(context.backend, exc, stale_named, mine, bool(drops))
-                        if weighed is None:
-                            raise
-                        known, read_since, stale, stale_named = weighed
-                since: Walk | None = None  # a walk made since the refusal
-                if walks:
-                    unwalked = False
-                    taken = self._take_owned(context.backend, mine, doomed, known, read_since, exc)
-                    if taken is not None and taken[0] is not doomed:
-                        # Objects the deleted ones own go too: the weak references the transaction's own writes
-                        # hold to them are dropped, and its own writes of them become their deletes. The weak
-                        # drops of the next try are planned from the same walk's reads.
-                        (doomed, walked), plan_weak, replanned = taken, True, None
-                        log.debug("transaction: refused (%s); the objects its deletes own go with them", exc)
-                        continue
-                    # (It found none it did not know of: the next walk lists and reads none of its again.)
-                    since = None if taken is None else taken[1]
-                if isinstance(exc, errors.ReferenceError):
-                    own = {(op.table, op.id) for op in mine}
-                    try:
-                        planned_from = walk_deletes(
-                            context.backend,
-                            self._deleted(mine),
-                            known,
-                            skip=own,
-                            reads=read_since if since is None else since.read,
-                            lists=None if since is None else since.listed,
-                        )
-                    except errors.CorruptRecordError as corrupt:
-                        store_decides(corrupt, exc)
-                        raise
-                    plan = drops_of(planned_from, frozenset())
-                    if not stale and {(op.table, op.id) for op in plan} == {(op.table, op.id) for op in drops}:
-                        raise
-                    plan_weak, replanned = True, plan
-                    log.debug("transaction: a weak referrer refused its deletes; dropping the references")
+                if self._after_refusal(plan, attempt, exc):
                     continue
-                if isinstance(exc, errors.UniqueViolationError):
-                    if not self._settle_existing(live, exc):
-                        raise
-                    continue
-                if self._settle_existing(live, exc):
-                    continue
-                if exc.key is not None and any((op.table, op.id) == exc.key for op in drops):
-                    # Changed since the plan read it: the caller never held its version.
-                    log.debug("transaction: weak referrer %s changed meanwhile; planning the drops again", exc.key)
-                    continue
-                if not any(isinstance(s, _Step) and s.mutation is not None
-                           and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in live):  # fmt: skip
-                    raise
-                log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
-                continue
-            if tables:
-                # What each table's deletes took along, for the next delete of its rows (plain or queued).
-                took = took_along(planned_from, own) if plan_weak and planned_from is not None else frozenset()
-                for table, walks in tables.items():
-                    learn_order(order, table, walks, table in took)
-            for step in steps if folded else ():
-                if type(step) is _Step and step.onto is not None:
-                    step.result = step.onto.result  # folded into its create: what the create stored
-            # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
-            if results:
-                self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
-            else:
-                self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
-            self._steps = []
-            self._finished = "committed"
+                raise
+            self._publish(plan, attempt, folded, results)
             return
         raise errors.ConflictError("the transaction kept conflicting with concurrent writers; try again")
+
+    def _plan_deletes(self) -> _Plan:
+        """The first plan of the queued deletes, before any try: what they doom, and who walks first.
+
+        Weak references to what the transaction deletes are dropped in its commit, as a plain delete drops
+        them (see Database.delete): from its own writes now, from the stored referrers once the store refused
+        the deletes for one (most targets have none: no referrers read first). The deletes a plain delete of
+        the same rows would walk first (plain_delete_plans: an owner's, a meter whose bands always hold it,
+        unless its table's last delete took nothing along) walk now, before the first try: sent alone, they
+        were refused for the objects they take along and committed a second time.
+        """
+        doomed = self._drop_doomed_from_own_writes()
+        order = self._context.delete_order
+        tables, first = self._walk_first(order)
+        plan = _Plan(doomed, order, tables, any(not walks and owns(table) for table, walks in tables.items()))
+        if first:
+            try:
+                plan.doomed, walk = self._walk_taking(self._context.backend, first, doomed, None)
+            except errors.CorruptRecordError as corrupt:
+                store_decides(corrupt, None)  # they go alone: the store's verdict decides, as a plain delete's
+                plan.unwalked = True
+            else:
+                if walk.owned or walk.referrers:  # (else the deletes go alone, as a plain delete's would)
+                    plan.walked, plan.plan_weak = walk, True
+        return plan
+
+    def _build_try(self, plan: _Plan, folded: bool) -> _Try:
+        """One try's steps and ops, in call order, its drops not yet planned.
+
+        The mutates folded into a create that took a stored object apply to that one; each mutate is rebased
+        on the stored copy (without its weak references to ``plan.doomed``); steps settled without a write
+        are left out.
+        """
+        steps = self._steps
+        attempt = _Try()
+        live, ops = attempt.live, attempt.ops
+        if folded:
+            self._unfold_taken(steps)
+        doomed = plan.doomed
+        for step in steps:
+            if isinstance(step, Put):
+                live.append(step)
+                ops.append(step)
+                continue
+            if step.done:
+                continue
+            if step.mutation is not None:
+                self._rebase(step)
+                if doomed and isinstance(step.op, Put):
+                    # A scalar weak reference of the stored copy (the remove above drops list members).
+                    step.op, step.planned = self._without_doomed(step.op, doomed)
+            if step.op is not None:
+                live.append(step)
+                ops.append(step.op)
+        return attempt
+
+    def _plan_drops(self, plan: _Plan, attempt: _Try) -> None:
+        """Add to ``attempt``'s ops the weak drops (and what its deletes take along), once ``plan`` plans them.
+
+        From the plan a refusal made (``plan.replanned``), else from the walk that read the referrers
+        (``plan.walked``), else from a walk of the try's deletes now; each used once.
+        """
+        if not plan.plan_weak:
+            return
+        ops = attempt.ops
+        own = attempt.own = {(op.table, op.id) for op in ops}
+        if plan.replanned is not None:
+            drops, plan.replanned = plan.replanned, None
+        elif plan.walked is not None:
+            drops, plan.planned_from, plan.walked = drops_of(plan.walked, own), plan.walked, None
+        else:
+            plan.planned_from = walk_deletes(self._context.backend, self._deleted(ops), skip=own)
+            drops = drops_of(plan.planned_from, frozenset())
+        attempt.drops = drops
+        ops += drops
+
+    def _commit_try(self, attempt: _Try) -> dict[int, Model]:
+        """Commit ``attempt``'s ops through the backend and set each step's result; the revision is the commit's.
+
+        Returns the result of each plain Put whose version is not the planned one, by the Put's id(). What
+        the store refuses is raised, and so is a mutate's read back: the caller weighs them.
+        """
+        context = self._context
+        ops, live = attempt.ops, attempt.live
+        results: dict[int, Model] = {}
+        if not ops:
+            if self._fence is not None:  # nothing to write, but not for a holder that lost the lock
+                context.check_fence(self._fence)
+            self.revision = context.revision(context.backend.current_revision())
+            return results
+        result, revision = context.commit(ops, self._fence)
+        self.revision = revision
+        stamp = context.stamp(result.revision)
+        token = context.store_token
+        stored: list[Model] = []
+        reads: list[tuple[_Step, int]] = []
+        versions = result.versions[: len(live)] if attempt.drops else result.versions
+        for step, version in zip(live, versions, strict=True):
+            if isinstance(step, Put):
+                copy: Model = step.value  # type: ignore[assignment]  # put_of's planned copy (no cast() call)
+                if copy.version == version:
+                    stored.append(copy)
+                else:
+                    results[id(step)] = as_stored(copy, version, stamp, token)
+                continue
+            planned = step.planned
+            if planned is None:
+                if isinstance(step.op, Mutate) and step.mutation is not None:
+                    reads.append((step, version))
+            elif planned.version == version:
+                stored.append(planned)
+                step.result = planned
+            else:
+                step.result = as_stored(planned, version, stamp, token)
+        committed_all(stored, stamp, token)
+        for step, version in reads:
+            # Applied by the store to what it held: read what that made.
+            assert step.mutation is not None
+            read = self._get(step.mutation[0], step.mutation[1])
+            step.result = context.read_back(read, version, result.revision)
+        return results
+
+    def _after_gone(self, attempt: _Try, exc: errors.NotFoundError) -> bool:
+        """Weigh a NotFoundError of ``attempt``: True to try again (an ``if_exists`` delete's object is gone,
+        or a weak referrer its drops planned for), False if it stands."""
+        if self._settle_gone(attempt.live, exc):
+            return True
+        if exc.key is None or not any((op.table, op.id) == exc.key for op in attempt.drops):
+            return False
+        log.debug("transaction: weak referrer %s is gone; planning the drops again", exc.key)
+        return True
+
+    def _after_refusal(self, plan: _Plan, attempt: _Try, exc: errors.ReferenceError | errors.ConflictError) -> bool:
+        """Weigh the store's refusal of ``attempt``: True to try again (``plan`` changed for it), False if it stands.
+
+        The objects the deletes own are walked first when the refusal may be theirs (:meth:`_take_owned`):
+        found, they go too. A ReferenceError is weighed by :meth:`_replan_after_reference`, any other
+        conflict by :meth:`_settle_conflict`.
+        """
+        mine = attempt.ops[: len(attempt.ops) - len(attempt.drops)]
+        known: Known | None = None
+        # Referrers' stored copies read since the refusal: no walk after it reads them again.
+        read_since: dict[RefKey, Model | None] = {}
+        stale = False
+        # Whether the objects the deletes own are walked before the refusal is weighed: after every
+        # refusal for a reference, and after a unique value's or a version's when the hint sent an
+        # owner's deletes alone first (the store refused the commit before weighing them: walked first,
+        # the objects they own went in that commit, freeing a name the transaction creates anew; the
+        # hint orders the work only).
+        walks = plan.unwalked
+        if isinstance(exc, errors.ReferenceError):
+            # A stored weak referrer of a target deleted here (or one that gained it since the plan
+            # read them): planned (again) at once. A plan that comes out the same as the one refused
+            # (none the first time) leaves the refusal standing without committing again: the store
+            # refused for another reason (a dangling strong reference), which another try cannot cure.
+            if not plan.doomed:
+                return False
+            walks = True
+            if exc.target in plan.doomed and exc.referrers is not None:
+                # The store named every referrer it refused the delete for (see _weigh_named).
+                weighed = _weigh_named(self._context.backend, exc, plan.stale_named, mine, bool(attempt.drops))
+                if weighed is None:
+                    return False
+                known, read_since, stale, plan.stale_named = weighed
+        since: Walk | None = None  # a walk made since the refusal
+        if walks:
+            plan.unwalked = False
+            taken = self._take_owned(self._context.backend, mine, plan.doomed, known, read_since, exc)
+            if taken is not None and taken[0] is not plan.doomed:
+                # Objects the deleted ones own go too: the weak references the transaction's own writes
+                # hold to them are dropped, and its own writes of them become their deletes. The weak
+                # drops of the next try are planned from the same walk's reads.
+                (plan.doomed, plan.walked), plan.plan_weak, plan.replanned = taken, True, None
+                log.debug("transaction: refused (%s); the objects its deletes own go with them", exc)
+                return True
+            # (It found none it did not know of: the next walk lists and reads none of its again.)
+            since = None if taken is None else taken[1]
+        if isinstance(exc, errors.ReferenceError):
+            return self._replan_after_reference(plan, attempt, exc, mine, known, read_since, stale, since)
+        return self._settle_conflict(attempt, exc)
+
+    def _replan_after_reference(
+        self,
+        plan: _Plan,
+        attempt: _Try,
+        exc: errors.ReferenceError,
+        mine: Sequence[WriteOp | Mutate],
+        known: Known | None,
+        read_since: Mapping[RefKey, Model | None],
+        stale: bool,
+        since: Walk | None,
+    ) -> bool:
+        """Plan the weak drops again after the store refused ``attempt`` for a reference: True to try again,
+        False (the refusal ``exc`` stands) if the plan comes out the same as the refused one (unless ``stale``).
+
+        The walk starts from the referrers ``known`` and the copies read since the refusal (``read_since``,
+        or the reads and listings of ``since``, the walk made since it).
+        """
+        own = {(op.table, op.id) for op in mine}
+        try:
+            plan.planned_from = walk_deletes(
+                self._context.backend,
+                self._deleted(mine),
+                known,
+                skip=own,
+                reads=read_since if since is None else since.read,
+                lists=None if since is None else since.listed,
+            )
+        except errors.CorruptRecordError as corrupt:
+            store_decides(corrupt, exc)
+            raise
+        drops = drops_of(plan.planned_from, frozenset())
+        if not stale and {(op.table, op.id) for op in drops} == {(op.table, op.id) for op in attempt.drops}:
+            return False
+        plan.plan_weak, plan.replanned = True, drops
+        log.debug("transaction: a weak referrer refused its deletes; dropping the references")
+        return True
+
+    def _settle_conflict(self, attempt: _Try, exc: errors.ConflictError) -> bool:
+        """Weigh a conflict (not a reference's) refusing ``attempt``: True to try again, False if it stands.
+
+        Settled when it names the stored object a ``may_exist`` create takes, a weak referrer changed since
+        its drops were planned, or an object a mutate changes (rebased on the next try).
+        """
+        if isinstance(exc, errors.UniqueViolationError):
+            return self._settle_existing(attempt.live, exc)
+        if self._settle_existing(attempt.live, exc):
+            return True
+        if exc.key is not None and any((op.table, op.id) == exc.key for op in attempt.drops):
+            # Changed since the plan read it: the caller never held its version.
+            log.debug("transaction: weak referrer %s changed meanwhile; planning the drops again", exc.key)
+            return True
+        if not any(isinstance(s, _Step) and s.mutation is not None
+                   and (s.mutation[0].nbdb_table, s.mutation[1]) == exc.key for s in attempt.live):  # fmt: skip
+            return False
+        log.debug("transaction: %s changed meanwhile; mutating it again", exc.key)
+        return True
+
+    def _publish(self, plan: _Plan, attempt: _Try, folded: bool, results: Mapping[int, Model]) -> None:
+        """After the commit: learn each deleted table's order, fill ``results`` in call order, finish."""
+        steps = self._steps
+        if plan.tables:
+            # What each table's deletes took along, for the next delete of its rows (plain or queued).
+            took = (
+                took_along(plan.planned_from, cast("set[RefKey]", attempt.own))
+                if plan.plan_weak and plan.planned_from is not None
+                else frozenset()
+            )
+            for table, walks in plan.tables.items():
+                learn_order(plan.order, table, walks, table in took)
+        for step in steps if folded else ():
+            if type(step) is _Step and step.onto is not None:
+                step.result = step.onto.result  # folded into its create: what the create stored
+        # A plain Put's value is its planned copy (typed ``object`` in the SPI): no cast() call per object.
+        if results:
+            self.results = [results.get(id(s), s.value) if isinstance(s, Put) else s.result for s in steps]  # type: ignore[arg-type]
+        else:
+            self.results = [s.value if isinstance(s, Put) else s.result for s in steps]  # type: ignore[misc]
+        self._steps = []
+        self._finished = "committed"
 
     def _commit_puts(self) -> None:
         """:meth:`commit` of plain creates and updates only (the common transaction): the steps are the ops.
