@@ -1610,7 +1610,7 @@ def test_a_default_transactions_strong_refusal_stands_though_a_weak_wait_before_
         assert db.get(HAChassisGroup, group.id) == group
 
 
-# ---------------------------------------------------------------------------- review (wip/rev40)
+# ---------------------------------------------------------------------------- generated models beside built-in ones
 
 _GENERATED_NB_THEN_DELETE = """
 import importlib.util, json, sys, uuid
@@ -1637,17 +1637,14 @@ with nbdb.connect(url, namespace=namespace) as db:
 """
 
 
-def test_review_a_users_generated_nb_models_leave_a_foreign_holder_named(
+def test_a_users_generated_nb_models_imported_leave_a_foreign_holder_of_a_refused_delete_named(
     server: OvsdbModelsServer, tmp_path: Any
 ) -> None:
-    # test_the_ovn_schemas_generate_models_that_import[ovn-nb] (tests/families) registers models of every
-    # OVN_Northbound table for the rest of the process (the model registry is global) and, after it, four
-    # tests of this file failed. build_mapping maps every model defined so far, so Logical_Switch_Port is
-    # mapped twice (LogicalSwitchPort, OVN_Northbound.Logical_Switch_Port), and holders.py's _named names a
-    # row the replica does not show only when ONE model maps its table: the foreign port holding the group
-    # is named by neither, and the refusal names no referrer (and is committed twice). Only one of the two
-    # maps Logical_Switch_Port.ha_chassis_group as a reference to HAChassisGroup: the holder is not
-    # ambiguous. A user importing models generated for the NB schema meets it: run in a process of its own.
+    # A user's process that imports models generated for OVN_Northbound (``nbdb models generate``) maps
+    # Logical_Switch_Port twice (LogicalSwitchPort, OVN_Northbound.Logical_Switch_Port): the foreign port
+    # holding the group, which the replica does not show, was named by neither model, and the refusal named
+    # no referrer (and was committed twice). Only LogicalSwitchPort maps its ha_chassis_group column as a
+    # reference to HAChassisGroup: that one names it. In a process of its own (the model registry is global).
     import subprocess
     import sys
 
