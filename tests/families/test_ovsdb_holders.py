@@ -218,7 +218,9 @@ def _generated(model: type[Any], owned_by: tuple[str, ...] = ()) -> ModelShape:
     names = {LogicalSwitch: "Logical_Switch", LogicalSwitchPort: "Logical_Switch_Port", PortGroup: "Port_Group"}
     by_table = {m.nbdb_table: f"OVN_Northbound.{n}" for m, n in names.items()}
     shape = shape_of(model)
-    refs = tuple(replace(spec, target=by_table.get(spec.target, f"OVN_Northbound.{spec.target}")) for spec in shape.references)
+    refs = tuple(
+        replace(spec, target=by_table.get(spec.target, f"OVN_Northbound.{spec.target}")) for spec in shape.references
+    )
     return replace(shape, table=by_table[model.nbdb_table], references=refs, owned_by=owned_by)
 
 
