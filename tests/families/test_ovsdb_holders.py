@@ -38,6 +38,16 @@ def _rows(*ids: uuid.UUID) -> dict[str, Any]:
     return {"rows": [{"_uuid": ["uuid", str(i)]} for i in ids]}
 
 
+def _switch_holding(queries: list[HolderQuery], port: uuid.UUID) -> list[dict[str, Any]]:
+    """The replies of a switch's holder queries when its row holds ``port`` in its ports and nothing else holds it."""
+    return [
+        {"rows": [{q.column: ["set", [["uuid", str(port)]]] if q.column == "ports" else ["set", []]}]}
+        if q.own
+        else {"rows": []}
+        for q in queries
+    ]
+
+
 def _pair(found: Holders | None) -> tuple[list[Any], list[Any]] | None:
     """The holders found and those of them unseen."""
     return None if found is None else (found.found, found.unseen)
@@ -82,12 +92,7 @@ def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(
 def test_a_switchs_children_are_named_from_its_own_row_and_a_gone_row_names_none() -> None:
     target, port = uuid.uuid4(), uuid.uuid4()
     db, queries = holder_queries(MAPPING, LogicalSwitch.nbdb_table, target) or ("", [])
-    replies = [
-        {"rows": [{q.column: ["set", [["uuid", str(port)]]] if q.column == "ports" else ["set", []]}]}
-        if q.own
-        else {"rows": []}
-        for q in queries
-    ]
+    replies = _switch_holding(queries, port)
     found = holders_found(MAPPING, db, target, queries, replies, lambda t, i: False)
     assert _pair(found) == ([(LogicalSwitchPort.nbdb_table, port)], [(LogicalSwitchPort.nbdb_table, port)])
     gone = [{"rows": []} for _ in queries]
@@ -241,11 +246,5 @@ def test_a_holder_is_named_by_the_one_model_of_its_table_that_maps_its_column_to
     assert _pair(found) == ([(PortGroup.nbdb_table, group)], [(PortGroup.nbdb_table, group)])
     switch, child = uuid.uuid4(), uuid.uuid4()
     db, queries = holder_queries(mapping, LogicalSwitch.nbdb_table, switch) or ("", [])
-    replies = [
-        {"rows": [{q.column: ["set", [["uuid", str(child)]]] if q.column == "ports" else ["set", []]}]}
-        if q.own
-        else {"rows": []}
-        for q in queries
-    ]
-    found = holders_found(mapping, db, switch, queries, replies, lambda t, i: False)
+    found = holders_found(mapping, db, switch, queries, _switch_holding(queries, child), lambda t, i: False)
     assert _pair(found) == ([(LogicalSwitchPort.nbdb_table, child)], [(LogicalSwitchPort.nbdb_table, child)])
