@@ -1608,3 +1608,57 @@ def test_a_default_transactions_strong_refusal_stands_though_a_weak_wait_before_
             txn.delete(group)
         assert len(sent) == 1, sent
         assert db.get(HAChassisGroup, group.id) == group
+
+
+# ---------------------------------------------------------------------------- generated models beside built-in ones
+
+_GENERATED_NB_THEN_DELETE = """
+import importlib.util, json, sys, uuid
+from pathlib import Path
+import nbdb
+from nbdb.families.ovsdb.modelgen import generate_models
+from nbdb.families.ovsdb.schema import DatabaseSchema
+from nbdb.models import HAChassisGroup
+from nbdb.testing.ovsdb import find_ovn_nb_schema
+
+url, namespace, group, directory = sys.argv[1:]
+# The user's own models of the OVN_Northbound schema ("nbdb models generate"), only imported, never used.
+path = Path(directory) / "user_nb_models.py"
+path.write_text(generate_models(DatabaseSchema.parse(json.loads(find_ovn_nb_schema().read_text()))))
+spec = importlib.util.spec_from_file_location("user_nb_models", path)
+module = importlib.util.module_from_spec(spec)
+sys.modules["user_nb_models"] = module
+spec.loader.exec_module(module)
+with nbdb.connect(url, namespace=namespace) as db:
+    try:
+        db.delete((HAChassisGroup, uuid.UUID(group)))
+    except nbdb.ReferenceError as refused:
+        print(json.dumps([str(k[1]) for k in refused.referrers or ()]))
+"""
+
+
+def test_a_users_generated_nb_models_imported_leave_a_foreign_holder_of_a_refused_delete_named(
+    server: OvsdbModelsServer, tmp_path: Any
+) -> None:
+    # A user's process that imports models generated for OVN_Northbound (``nbdb models generate``) maps
+    # Logical_Switch_Port twice (LogicalSwitchPort, OVN_Northbound.Logical_Switch_Port): the foreign port
+    # holding the group, which the replica does not show, was named by neither model, and the refusal named
+    # no referrer (and was committed twice). Only LogicalSwitchPort maps its ha_chassis_group column as a
+    # reference to HAChassisGroup: that one names it. In a process of its own (the model registry is global).
+    import subprocess
+    import sys
+
+    from nbdb.models import HAChassisGroup
+
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    with nbdb.connect(server.url, namespace=namespace) as db:
+        group = db.create(HAChassisGroup(name=f"g-{uuid.uuid4().hex[:8]}"))
+    foreign = _foreign_port_of(server, group.id)
+    out = subprocess.run(
+        [sys.executable, "-c", _GENERATED_NB_THEN_DELETE, server.url, namespace, str(group.id), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [str(foreign)], out.stderr[-2000:]

@@ -7,12 +7,14 @@ the replies name (and which of them the Database cannot read).
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nbdb.families.ovsdb import OVN_BINDINGS, DatabaseSchema, build_mapping
 from nbdb.families.ovsdb.holders import (
     HolderQuery,
     Holders,
@@ -23,8 +25,9 @@ from nbdb.families.ovsdb.holders import (
 )
 from nbdb.families.ovsdb.ops import mutate_members, where_uuid
 from nbdb.models import LogicalSwitch, LogicalSwitchPort, PortGroup
+from nbdb.models.shape import ModelShape, shape_of
 
-from .conftest import make_mapping
+from .conftest import NB_SCHEMA, make_mapping
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,6 +36,16 @@ MAPPING = make_mapping()
 
 def _rows(*ids: uuid.UUID) -> dict[str, Any]:
     return {"rows": [{"_uuid": ["uuid", str(i)]} for i in ids]}
+
+
+def _switch_holding(queries: list[HolderQuery], port: uuid.UUID) -> list[dict[str, Any]]:
+    """The replies of a switch's holder queries when its row holds ``port`` in its ports and nothing else holds it."""
+    return [
+        {"rows": [{q.column: ["set", [["uuid", str(port)]]] if q.column == "ports" else ["set", []]}]}
+        if q.own
+        else {"rows": []}
+        for q in queries
+    ]
 
 
 def _pair(found: Holders | None) -> tuple[list[Any], list[Any]] | None:
@@ -79,12 +92,7 @@ def test_every_row_selected_is_named_and_those_the_replica_lacks_are_unseen(
 def test_a_switchs_children_are_named_from_its_own_row_and_a_gone_row_names_none() -> None:
     target, port = uuid.uuid4(), uuid.uuid4()
     db, queries = holder_queries(MAPPING, LogicalSwitch.nbdb_table, target) or ("", [])
-    replies = [
-        {"rows": [{q.column: ["set", [["uuid", str(port)]]] if q.column == "ports" else ["set", []]}]}
-        if q.own
-        else {"rows": []}
-        for q in queries
-    ]
+    replies = _switch_holding(queries, port)
     found = holders_found(MAPPING, db, target, queries, replies, lambda t, i: False)
     assert _pair(found) == ([(LogicalSwitchPort.nbdb_table, port)], [(LogicalSwitchPort.nbdb_table, port)])
     gone = [{"rows": []} for _ in queries]
@@ -207,3 +215,36 @@ def test_weak_expected_counts_targets_not_their_weak_columns() -> None:
     assert expected.expected() == found
     expected.learn({("T", 0)}, {(("T", 0), "Port_Group", "ports"): ["g"]})  # one more: past MOST, the rest go
     assert expected.expected() == {(("T", 0), "Port_Group", "ports"): ["g"]}
+
+
+def _generated(model: type[Any], owned_by: tuple[str, ...] = ()) -> ModelShape:
+    """The shape of ``model`` as ``nbdb models generate`` names it for OVN_Northbound (its references to the
+    generated models too), which a user's process may define beside the built-in models: never registered."""
+    names = {LogicalSwitch: "Logical_Switch", LogicalSwitchPort: "Logical_Switch_Port", PortGroup: "Port_Group"}
+    by_table = {m.nbdb_table: f"OVN_Northbound.{n}" for m, n in names.items()}
+    shape = shape_of(model)
+    refs = tuple(
+        replace(spec, target=by_table.get(spec.target, f"OVN_Northbound.{spec.target}")) for spec in shape.references
+    )
+    return replace(shape, table=by_table[model.nbdb_table], references=refs, owned_by=owned_by)
+
+
+def test_a_holder_is_named_by_the_one_model_of_its_table_that_maps_its_column_to_the_targets() -> None:
+    # A user's process that imports models generated for OVN_Northbound maps Port_Group and
+    # Logical_Switch_Port twice; only the built-in PortGroup maps Port_Group.ports to LogicalSwitchPort, and
+    # only the built-in LogicalSwitchPort is a child of LogicalSwitch: a holder the replica does not show
+    # (another namespace's) was named by neither, and the refusal named no referrer.
+    parsed = DatabaseSchema.parse(NB_SCHEMA)
+    shapes = [shape_of(m) for m in (LogicalSwitch, LogicalSwitchPort, PortGroup)]
+    shapes += [_generated(PortGroup), _generated(LogicalSwitchPort, owned_by=("switch",))]
+    mapping = build_mapping({parsed.name: parsed}, {parsed.name: OVN_BINDINGS}, shapes)
+    assert len(mapping.by_db_table[(parsed.name, "Port_Group")]) == 2
+    assert len(mapping.links[(parsed.name, "Logical_Switch")]) == 2
+    port, group = uuid.uuid4(), uuid.uuid4()
+    db, queries = holder_queries(mapping, LogicalSwitchPort.nbdb_table, port) or ("", [])
+    found = holders_found(mapping, db, port, queries, [_rows(group) for _ in queries], lambda t, i: False)
+    assert _pair(found) == ([(PortGroup.nbdb_table, group)], [(PortGroup.nbdb_table, group)])
+    switch, child = uuid.uuid4(), uuid.uuid4()
+    db, queries = holder_queries(mapping, LogicalSwitch.nbdb_table, switch) or ("", [])
+    found = holders_found(mapping, db, switch, queries, _switch_holding(queries, child), lambda t, i: False)
+    assert _pair(found) == ([(LogicalSwitchPort.nbdb_table, child)], [(LogicalSwitchPort.nbdb_table, child)])

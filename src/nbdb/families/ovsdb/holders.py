@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nbdb.families.ovsdb.conditions import in_namespace
-from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Mapping_
+from nbdb.families.ovsdb.mapping import EXTERNAL_IDS, Link, Mapping_
 from nbdb.families.ovsdb.ops import uuid_text, where_uuid
 from nbdb.families.ovsdb.rows import row_namespace
 from nbdb.families.ovsdb.unique import selected_namespace
@@ -58,7 +58,10 @@ class HolderQuery:
     """The rows (their uuid's text) whose set the refused commit itself takes the target out of, or which it
     deletes: no holders."""
     model: str | None = None
-    """The table of the model its rows are objects of, when the target's own model says (its parent field's)."""
+    """The table of the model its rows are objects of, when the target's own model says (its parent field's),
+    or when exactly one model of ``db_table`` maps ``column`` as a reference to the target's model (its child's
+    parent field, for ``own``): another model sharing the table (a user's generated ``OVN_Northbound.*``
+    models beside the built-in ones) maps it to another model, or not at all, and is not the holder."""
 
 
 Released = frozenset[tuple[str, str | None, str]]
@@ -111,9 +114,14 @@ def holder_queries(
                 return None
     text = uuid_text(id)
     queries: list[HolderQuery] = []
-    for link in {link.column: link for link in mapping.links.get((tm.db, tm.db_table), ())}.values():
-        op = {"op": "select", "table": tm.db_table, "where": where_uuid(id), "columns": [link.column]}
-        queries.append(HolderQuery(op, link.child.db_table, link.column, own=True))
+    own: dict[str, list[Link]] = {}
+    for link in mapping.links.get((tm.db, tm.db_table), ()):
+        own.setdefault(link.column, []).append(link)
+    for column, links in own.items():
+        op = {"op": "select", "table": tm.db_table, "where": where_uuid(id), "columns": [column]}
+        children = [link.child.table for link in links if link.child.refs.get(link.field, ("",))[0] == table]
+        model = children[0] if len(children) == 1 else None
+        queries.append(HolderQuery(op, links[-1].child.db_table, column, own=True, model=model))
     parents = {(p, c) for p, c in tm.parents.values()}  # its parents' sets hold it as a child
     if released is not None:
         for name, (ptable, pcolumn) in sorted(tm.parents.items(), key=lambda item: item[1]):
@@ -137,14 +145,15 @@ def holder_queries(
             # A Database without a namespace: no clause leaves out the rows of other namespaces on the server,
             # so their external_ids are selected and holders_found drops them.
             ext = [EXTERNAL_IDS] if weak and not namespace else []
+            model = _referring(mapping, tm.db, db_table, column, table)
             if spec.type.is_map:
                 where: list[Any] = [[column, "!=", ["map", []]], *scope]
                 op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", column, *ext]}
-                queries.append(HolderQuery(op, db_table, column, map_key=on_key, map_value=on_value))
+                queries.append(HolderQuery(op, db_table, column, map_key=on_key, map_value=on_value, model=model))
             else:
                 where = [[column, "includes", ["uuid", text]], *scope]
                 op = {"op": "select", "table": db_table, "where": where, "columns": ["_uuid", *ext]}
-                queries.append(HolderQuery(op, db_table, column))
+                queries.append(HolderQuery(op, db_table, column, model=model))
     return tm.db, queries
 
 
@@ -252,6 +261,18 @@ def weak_targets(reasons: Sequence[tuple[str, Any]]) -> frozenset[tuple[str, int
 def _holds(cell: Any, text: str) -> bool:
     """Whether a replica's cell (a uuid's text, or a set of them) holds ``text``."""
     return cell == text or (isinstance(cell, (set, frozenset)) and text in cell)
+
+
+def _referring(mapping: Mapping_, db: str, db_table: str, column: str, table: str) -> str | None:
+    """The table of the one model of ``db_table`` that maps ``column`` as a reference to ``table``'s model; None
+    if none or several do (its holder is then named by :func:`_named`, from the models of ``db_table``)."""
+    found = {
+        stm.table
+        for stm in mapping.by_db_table.get((db, db_table), ())
+        for name, (to, _storage) in stm.refs.items()
+        if to == table and name in stm.columns and stm.columns[name].column == column
+    }
+    return found.pop() if len(found) == 1 else None
 
 
 def _waited(mapping: Mapping_, db: str, db_table: str, column: str, table: str) -> bool:
