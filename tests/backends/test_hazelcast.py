@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -477,15 +478,79 @@ def test_a_commit_that_landed_but_came_back_refused_on_the_last_try_is_never_a_p
         assert outcome == stored  # CommitUnknownError inside, settled by the token: acknowledged
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_without_a_token_sent_again_after_it_landed_is_acknowledged_not_a_conflict(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """``commit_keys`` with ``token=None`` (no token key to read back): the same "landed, answered as a refusal"
+    as above. The second send failed on the first one's write and returned None (the family's ConflictError) for a
+    commit the store holds. Every send of one call writes the same anchor into ``head``: found there, it is in."""
+    from nbdb.families.kvtypes import VersionIs
+
+    url = hazelcast_server.url + ("?timeout=4" if member_commit else "?timeout=4&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = _hz(db)
+        assert backend.member_commit == member_commit
+        with _refused_once_after_it_landed(backend) as refused:
+            revision = backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+        assert refused
+        stored = backend.get_key("x/k")
+        assert stored is not None and (stored.version, stored.value) == (1, b"1")  # applied once
+        assert revision == stored.mod_revision == _head(db)[0]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_without_a_token_that_may_have_landed_before_another_commit_is_unknown_not_a_conflict(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """As above, but another client commits between the refused send and the next: ``head`` no longer tells. The
+    outcome cannot be known: CommitUnknownError, never the None (ConflictError) a guess would give."""
+    from nbdb.families.kvtypes import VersionIs
+
+    url = hazelcast_server.url + ("?timeout=4" if member_commit else "?timeout=4&member_commit=0")
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit == member_commit
+        between = partial(_hz(other).commit_keys, [], {"x/other": b"1"}, [])
+        with _refused_once_after_it_landed(backend, between) as refused, pytest.raises(errors.CommitUnknownError):
+            backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+        assert refused
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1  # it had landed, once
+
+
 @contextlib.contextmanager
-def _refused_once_after_it_landed(backend: HazelcastBackend) -> Iterator[list[bool]]:
+def _refused_once_after_it_landed(
+    backend: HazelcastBackend, between: Callable[[], object] | None = None
+) -> Iterator[list[bool]]:
     """The next commit's send (the member's task, or the client's protocol) runs, and its reply is then replaced by
-    a refusal (a retryable error, taken for "never sent"): nbdb's own call wrapped. Yields ``[True]`` once done."""
-    name = "_send_commit_task" if backend.member_commit else "_commit_locked"
+    a refusal (a retryable error, taken for "never sent"): nbdb's own call wrapped. Yields ``[True]`` once done.
+    ``between`` runs after the send landed, before the refusal, with the commit lock released (the whole attempt
+    is wrapped then)."""
+    name = "_retrying" if between is not None else "_send_commit_task" if backend.member_commit else "_commit_locked"
     real = getattr(backend, name)
     refused: list[bool] = []
 
+    def first_attempt_refused(attempt: Callable[[], Any], sends: Any) -> Any:
+        def once() -> Any:
+            out = attempt()
+            if refused:
+                return out
+            refused.append(True)
+            assert between is not None
+            between()
+            raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+
+        return real(once, sends)
+
     def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+        if between is not None:
+            return first_attempt_refused(*args, **kwargs)
         out = real(*args, **kwargs)
         if not refused:
             refused.append(True)

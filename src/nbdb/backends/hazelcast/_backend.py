@@ -1138,11 +1138,12 @@ class HazelcastBackend(ChangeLogBackend):
             if head_raw is None and self._repair_head(None):
                 continue  # another writer deleted ``head`` (the log holds entries): put back from the log
             try:
-                revision = decode_head(head_raw)[0] + 1
+                head = decode_head(head_raw)
             except errors.CorruptRecordError:
                 if not self._repair_head(head_raw):
                     raise
                 continue
+            revision = head[0] + 1
             redo: list[Redo] = []
             changes: list[KeyChange] = []
             outcomes: list[Outcome] = []
@@ -1167,6 +1168,8 @@ class HazelcastBackend(ChangeLogBackend):
             # that landed before is acknowledged at a revision ``head`` has reached.
             if (None in outcomes or landed) and self._roll_forward(revision, head_raw):
                 continue
+            if None in outcomes and sends.unsettled:  # an earlier send of this call may have run
+                outcomes = self._landed_untokened(commits, outcomes, head, sends.anchor)
             if revision not in outcomes:
                 self._acknowledged(outcomes, sends.anchor)
                 return outcomes
@@ -1265,17 +1268,28 @@ class HazelcastBackend(ChangeLogBackend):
         outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
         if revision in outcomes:
             self.member_commits += 1
-        outcomes = self._landed_before_any(commits, outcomes)
+        outcomes = self._landed_before_any(commits, outcomes, sends)
         self._acknowledged(outcomes, sends.anchor)
         return outcomes
 
-    def _landed_before_any(self, commits: Sequence[KeyCommit], outcomes: list[Outcome]) -> list[Outcome]:
+    def _landed_before_any(self, commits: Sequence[KeyCommit], outcomes: list[Outcome], sends: _Sends) -> list[Outcome]:
         """``outcomes`` of a member's task, each failed commit that an earlier send of it applied given that
         revision instead (see :func:`_landed_before`): a read of their tokens, only when some failed.
 
         The task's reply says only which commits' conditions held. A read that fails cannot tell a
         conflict from a commit that landed: CommitUnknownError, which the family settles by the token.
+        A failed commit without a token, after an earlier send that may have run (this reply's own send
+        is counted in ``sends.unsettled`` too), is told by ``head`` (see :meth:`_landed_untokened`).
         """
+        if sends.unsettled > 1 and any(o is None and c.token is None for c, o in zip(commits, outcomes, strict=True)):
+            try:
+                head = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+            except errors.BackendUnavailableError as exc:
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: a commit without a token run in the member failed its "
+                    f"conditions after an earlier send that may have run, and head could not be read ({exc})"
+                ) from None
+            outcomes = self._landed_untokened(commits, outcomes, head, sends.anchor)
         failed = [
             i
             for i, (commit, outcome) in enumerate(zip(commits, outcomes, strict=True))
@@ -1294,6 +1308,29 @@ class HazelcastBackend(ChangeLogBackend):
         for i, found in zip(failed, tokens, strict=True):
             landed[i] = _landed_before(commits[i], found)
         return landed
+
+    def _landed_untokened(
+        self, commits: Sequence[KeyCommit], outcomes: list[Outcome], head: tuple[int, str], anchor: str
+    ) -> list[Outcome]:
+        """``outcomes`` after an earlier send of these commits may have run, each failed commit without a token told.
+
+        A commit with a token is told by it (:func:`_landed_before`, ``void_token``'s read-back). One without (a
+        caller of ``commit_keys`` with ``token=None``) may have failed on its own writes, landed by a send answered
+        as refused: a ConflictError would report a write the store holds. Every send of one call writes the same
+        ``anchor`` into its log entry and ``head``; an entry is written only for commits whose conditions held. So
+        a lone commit is in at ``head``'s revision when ``head`` holds ``anchor``; otherwise (another commit came
+        since, or a group, whose entry does not say which of its commits it holds) it cannot be told:
+        CommitUnknownError, never a guessed conflict.
+        """
+        if all(o is not None or c.token is not None for c, o in zip(commits, outcomes, strict=True)):
+            return outcomes
+        revision, holder = head
+        if len(commits) == 1 and holder == anchor:
+            return [revision]
+        raise errors.CommitUnknownError(
+            f"hazelcast at {self.config.where}: a commit without a token failed its conditions after an earlier "
+            "send of it that may have run, and whether that one landed cannot be told"
+        )
 
     def _send_commit_task(self, task: CommitTask, topics: set[str], sends: _Sends) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code.
