@@ -524,6 +524,36 @@ def test_a_commit_without_a_token_that_may_have_landed_before_another_commit_is_
         assert stored is not None and stored.version == 1  # it had landed, once
 
 
+@pytest.mark.timeout(60)
+def test_a_commit_after_a_task_given_up_on_waits_for_it_to_end_then_goes_not_busy(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A commit task given up on at ``timeout`` (CommitUnknownError) that the member still runs holds the commit
+    lock. The next commit's task waited ``timeout / 2`` for that lock and came back BUSY: with ``retries=0`` a
+    BackendUnavailableError, though the old task ended well within the new call's own ``timeout``. It now waits
+    for the old task's reply (its end) and goes at once. The old task is held in the member by a write to a key
+    another client holds the lock of (a lock-aware map write waits for it), for 2 s from the first call's start (the
+    member ends a lock's lease on a whole second: 2.4 s held 3 s): given up at 1.2 s, the next commit's task was BUSY
+    at about 1.8 s; it now leaves at about 2.0 s."""
+    url = hazelcast_server.url + "?timeout=1.2&retries=0"
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        _hz(other)._kv.lock("x/held", lease_time=2.0)  # the first task's write of x/held waits that long
+        started = time.monotonic()
+        with pytest.raises(errors.CommitUnknownError):
+            backend.commit_keys([], {"x/held": b"1"}, [])
+        assert time.monotonic() - started < 1.9  # given up on at timeout, the task still running
+        revision = backend.commit_keys([], {"x/next": b"1"}, [])
+        took = time.monotonic() - started
+        held, following = backend.get_key("x/held"), backend.get_key("x/next")
+        assert held is not None and following is not None  # the given-up task applied its commit, then this one
+        assert revision == following.mod_revision == held.mod_revision + 1
+        assert took < 2.4, f"the next commit ended {took:.2f} s after the first began"
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None

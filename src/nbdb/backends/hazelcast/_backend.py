@@ -172,6 +172,8 @@ class HazelcastBackend(ChangeLogBackend):
         """Guards ``_log_listener``, ``_log_registering``; held over no wait (not ``_log_cond``: _on_head takes it)."""
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
+        self._given_up_task: Any = None
+        """The reply of this client's last commit task given up on at ``timeout`` (see _task_given_up_ended)."""
         self._lock_requests = 0
         self._reactor_thread = -1
         """The client's reactor thread, once a reply callback showed it (see ``then_send``)."""
@@ -878,11 +880,36 @@ class HazelcastBackend(ChangeLogBackend):
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
         try:
+            self._task_given_up_ended()
             lease = self.config.commit_lease if lease is None else lease
             with self._key_lock(self.meta_async, _COMMIT_LOCK, lease, then, after) as held:
                 yield held
         finally:
             self._local_commit.release()
+
+    def _task_given_up_ended(self) -> None:
+        """Wait (up to ``timeout``) for this client's commit task given up on at ``timeout`` to end in the member.
+
+        Called with the local turn held, before asking for the commit lock (or sending a task). The member still
+        runs such a task (CommitUnknownError was raised for it) and holds the commit lock until it ends: the next
+        commit's task then waited ``timeout / 2`` for the lock and came back BUSY, again on each retry, for up to
+        ``timeout`` in all, while its reply would have said when the lock was free. Waited for here, the commit
+        leaves the moment the task ends. Still running after ``timeout``: BackendUnavailableError (this commit was
+        not sent; the retry policy may try again), saying so, rather than a BUSY that names no cause.
+        """
+        running = self._given_up_task
+        if running is None:
+            return
+        if not running.done():
+            ended = threading.Event()
+            running.add_done_callback(lambda _: ended.set())
+            if not ended.wait(self.config.timeout):
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: a commit of this client given up on after "
+                    f"{self.config.timeout}s still runs in the member and holds the commit lock; this commit was "
+                    "not sent"
+                )
+        self._given_up_task = None
 
     def _wait_local_turn(self) -> None:
         """Wait up to ``timeout`` for this thread's turn among the backend's threads to ask for the commit lock.
@@ -1343,9 +1370,11 @@ class HazelcastBackend(ChangeLogBackend):
         # One thread of this backend sends at a time (see _commit_lock).
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
+        pending: Any = None
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
             self._admit()
+            self._task_given_up_ended()
             sent: list[bool] = []
             given_up: list[bool] = []
             guard = threading.Lock()
@@ -1387,6 +1416,8 @@ class HazelcastBackend(ChangeLogBackend):
                 # another protocol): nothing ran.
                 sends.unsettled -= 1
                 return None
+            if pending is not None and not pending.done():
+                self._given_up_task = pending  # the member may still run it, holding the commit lock
             raise errors.CommitUnknownError(
                 f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
             ) from None
