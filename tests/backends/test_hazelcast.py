@@ -554,6 +554,26 @@ def test_a_commit_after_a_task_given_up_on_waits_for_it_to_end_then_goes_not_bus
         assert took < 2.4, f"the next commit ended {took:.2f} s after the first began"
 
 
+@pytest.mark.timeout(60)
+def test_a_commit_after_a_task_given_up_on_that_outlives_its_timeout_says_why_it_was_not_sent(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """As above, the old task held 3 s: the next commit waits its own ``timeout`` (1 s) for it, then fails with a
+    BackendUnavailableError that names the cause (it was a "busy" that named none), having sent nothing."""
+    url = hazelcast_server.url + "?timeout=1&retries=0"
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        _hz(other)._kv.lock("x/held", lease_time=3.0)
+        with pytest.raises(errors.CommitUnknownError):
+            backend.commit_keys([], {"x/held": b"1"}, [])
+        with pytest.raises(errors.BackendUnavailableError, match="still runs in the member") as info:
+            backend.commit_keys([], {"x/next": b"1"}, [])
+        assert not isinstance(info.value, errors.CommitUnknownError)
+        assert backend.get_key("x/next") is None  # never sent
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
