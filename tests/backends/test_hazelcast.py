@@ -574,6 +574,96 @@ def test_a_commit_after_a_task_given_up_on_that_outlives_its_timeout_says_why_it
         assert backend.get_key("x/next") is None  # never sent
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("member_commit", [False, True])
+def test_a_commit_without_a_token_whose_conditions_still_hold_is_not_applied_twice_when_sent_again(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    member_commit: bool,
+) -> None:
+    """Review of wip/hztoken: the anchor is asked only when the re-sent commit fails its conditions. A tokenless commit
+    whose conditions still hold after its own landing (a blind write, or conditions on keys it does not write) was
+    applied a second time at the next revision, though ``head`` held this call's anchor: applied twice."""
+    url = hazelcast_server.url + ("?timeout=4" if member_commit else "?timeout=4&member_commit=0")
+    with nbdb.connect(url, namespace=_ns()) as db:
+        backend = _hz(db)
+        assert backend.member_commit == member_commit
+        with _refused_once_after_it_landed(backend) as refused:
+            revision = backend.commit_keys([], {"x/k": b"1"}, [])
+        assert refused
+        stored = backend.get_key("x/k")
+        assert stored is not None
+        assert stored.version == 1, f"applied {stored.version} times"
+        assert revision == stored.mod_revision == _head(db)[0]
+
+
+@pytest.mark.timeout(60)
+def test_a_commit_whose_entry_put_the_client_library_sent_again_is_not_taken_for_another_commits(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review of wip/hztoken: the client library sends a request answered with a retryable error again (the branch's
+    own premise). The entry's ``putIfAbsent`` ran, and its second send finds the entry there: the branch takes it
+    for another commit's (``taken is not None``), rolls it forward, and ``sends.unsettled`` (nbdb's sends only) is
+    0, so the head anchor is never asked: a tokenless commit that landed comes back None (the family's
+    ConflictError). The entry found is this call's own (its anchor)."""
+    from nbdb.families.kvtypes import VersionIs
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4&member_commit=0", namespace=_ns()) as db:
+        backend = _hz(db)
+        real_send = backend.gate.send
+        resent: list[bool] = []
+
+        def library_resends(start: Callable[[], Any], *args: Any, **kwargs: Any) -> Any:
+            if not resent and isinstance(start, partial) and start.func == backend.log_async.put_if_absent:
+                resent.append(True)
+                start().result()  # the first send ran; its reply was a retryable error, so the library sends again
+            return real_send(start, *args, **kwargs)
+
+        backend.gate.send = library_resends  # type: ignore[method-assign]
+        try:
+            revision = backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+        finally:
+            backend.gate.send = real_send  # type: ignore[method-assign]
+        assert resent
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1  # it landed, once
+        assert revision == stored.mod_revision, f"a commit that landed at {stored.mod_revision} returned {revision}"
+
+
+@pytest.mark.timeout(60)
+def test_a_member_commit_task_the_client_library_sent_again_after_it_landed_is_not_a_conflict(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review of wip/hztoken: as above for the member's task. Its first run landed, its reply was a retryable error,
+    the library ran it again: the conditions fail on its own write, one send for nbdb (``sends.unsettled == 1``), so
+    ``_landed_before_any`` never reads ``head`` (``> 1``): None, though ``head`` holds this call's anchor."""
+    from nbdb.backends.hazelcast._member import CommitTask
+    from nbdb.families.kvtypes import VersionIs
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4", namespace=_ns()) as db:
+        backend = _hz(db)
+        assert backend.member_commit
+        real = backend._executor
+        resent: list[bool] = []
+
+        class SentTwice:
+            def execute_on_key_owner(self, key: Any, task: Any) -> Any:
+                first = real.execute_on_key_owner(key, task)
+                if resent or not isinstance(task, CommitTask):
+                    return first
+                resent.append(True)  # the first run's reply was a retryable error: the library sends it again
+                return first.continue_with(lambda _: real.execute_on_key_owner(key, task))
+
+        backend._executor = SentTwice()
+        try:
+            revision = backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+        finally:
+            backend._executor = real
+        assert resent
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1  # it landed, once
+        assert revision == stored.mod_revision, f"a commit that landed at {stored.mod_revision} returned {revision}"
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
