@@ -503,12 +503,16 @@ def test_a_commit_without_a_token_sent_again_after_it_landed_is_acknowledged_not
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("member_commit", [False, True])
-def test_a_commit_without_a_token_that_may_have_landed_before_another_commit_is_unknown_not_a_conflict(
+@pytest.mark.parametrize("blind", [False, True])
+def test_a_commit_without_a_token_that_may_have_landed_before_another_commit_is_found_or_unknown_never_guessed(
     hazelcast_server: HazelcastServer,  # noqa: F811
     member_commit: bool,
+    blind: bool,
 ) -> None:
     """As above, but another client commits between the refused send and the next: ``head`` no longer tells. The
-    outcome cannot be known: CommitUnknownError, never the None (ConflictError) a guess would give."""
+    client's protocol knows the revision it sent its entry at, and finds its anchor there: acknowledged at it. A
+    member's task does not say its revision: CommitUnknownError. Never the None (ConflictError) a guess would give,
+    nor (``blind``: no condition, so it still holds) a second apply."""
     from nbdb.families.kvtypes import VersionIs
 
     url = hazelcast_server.url + ("?timeout=4" if member_commit else "?timeout=4&member_commit=0")
@@ -517,11 +521,19 @@ def test_a_commit_without_a_token_that_may_have_landed_before_another_commit_is_
         backend = _hz(db)
         assert backend.member_commit == member_commit
         between = partial(_hz(other).commit_keys, [], {"x/other": b"1"}, [])
-        with _refused_once_after_it_landed(backend, between) as refused, pytest.raises(errors.CommitUnknownError):
-            backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+        conditions = [] if blind else [VersionIs("x/k", 0)]
+        with _refused_once_after_it_landed(backend, between) as refused:
+            try:
+                outcome: Any = backend.commit_keys(conditions, {"x/k": b"1"}, [])
+            except errors.CommitUnknownError as exc:
+                outcome = exc
         assert refused
         stored = backend.get_key("x/k")
         assert stored is not None and stored.version == 1  # it had landed, once
+        if member_commit:
+            assert isinstance(outcome, errors.CommitUnknownError)
+        else:
+            assert outcome == stored.mod_revision == _head(db)[0] - 1  # found where it landed, before the other
 
 
 @pytest.mark.timeout(60)
@@ -630,12 +642,16 @@ def test_a_commit_whose_entry_put_the_client_library_sent_again_is_not_taken_for
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("blind", [False, True])
 def test_a_member_commit_task_the_client_library_sent_again_after_it_landed_is_not_a_conflict(
     hazelcast_server: HazelcastServer,  # noqa: F811
+    blind: bool,
 ) -> None:
     """Review of wip/hztoken: as above for the member's task. Its first run landed, its reply was a retryable error,
     the library ran it again: the conditions fail on its own write, one send for nbdb (``sends.unsettled == 1``), so
-    ``_landed_before_any`` never reads ``head`` (``> 1``): None, though ``head`` holds this call's anchor."""
+    ``_landed_before_any`` never reads ``head`` (``> 1``): None, though ``head`` holds this call's anchor.
+    ``blind`` (no condition: it still holds on the second run): applied twice, unseen by nbdb; the task itself now
+    finds its anchor at ``head`` and replies "in at head" (protocol 3)."""
     from nbdb.backends.hazelcast._member import CommitTask
     from nbdb.families.kvtypes import VersionIs
 
@@ -655,7 +671,7 @@ def test_a_member_commit_task_the_client_library_sent_again_after_it_landed_is_n
 
         backend._executor = SentTwice()
         try:
-            revision = backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+            revision = backend.commit_keys([] if blind else [VersionIs("x/k", 0)], {"x/k": b"1"}, [])
         finally:
             backend._executor = real
         assert resent

@@ -35,6 +35,7 @@ from nbdb.backends.hazelcast._records import (
     encode_entry,
     encode_head,
     encode_kv,
+    entry_token,
     listed_rows,
 )
 from nbdb.backends.hazelcast._sendgate import SendGate
@@ -1170,6 +1171,13 @@ class HazelcastBackend(ChangeLogBackend):
                 if not self._repair_head(head_raw):
                     raise
                 continue
+            if sends.unsettled and any(c.token is None for c in commits):
+                # An earlier send of this call may have landed, and a commit without a token may still hold its
+                # conditions after its own write (a blind write): asked before it is planned, never applied twice.
+                earlier = self._untokened_landed(commits, head, sends)
+                if earlier is not None:
+                    self._acknowledged([earlier], sends.anchor)
+                    return [earlier]
             revision = head[0] + 1
             redo: list[Redo] = []
             changes: list[KeyChange] = []
@@ -1195,8 +1203,6 @@ class HazelcastBackend(ChangeLogBackend):
             # that landed before is acknowledged at a revision ``head`` has reached.
             if (None in outcomes or landed) and self._roll_forward(revision, head_raw):
                 continue
-            if None in outcomes and sends.unsettled:  # an earlier send of this call may have run
-                outcomes = self._landed_untokened(commits, outcomes, head, sends.anchor)
             if revision not in outcomes:
                 self._acknowledged(outcomes, sends.anchor)
                 return outcomes
@@ -1205,6 +1211,7 @@ class HazelcastBackend(ChangeLogBackend):
             entry = encode_entry(anchor, objects, redo)
             new_head = encode_head(revision, anchor)
             sends.unsettled += 1  # until a reply settles this send
+            sends.at.append(revision)
             decided = self.gate.send(partial(self.log_async.put_if_absent, revision, entry))
             # Applied and published only if the entry was ours, each sent from the previous reply's callback.
             done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
@@ -1218,8 +1225,14 @@ class HazelcastBackend(ChangeLogBackend):
                     f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
                 ) from None
             if taken is not None:
-                # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
-                sends.unsettled -= 1  # this send wrote nothing
+                # Another commit took this revision (a client whose lock lapsed, or one that died unapplied), or
+                # this call did: the client library sends a request answered with a retryable error again by
+                # itself, and an earlier send of this call may have decided it. Rolled forward either way; an entry
+                # of this call's (its anchor) stays counted, so that the next round acknowledges it (by ``head``'s
+                # anchor, or by its token), never plans it again.
+                if entry_token(revision, taken) != anchor:
+                    sends.unsettled -= 1  # this send wrote nothing
+                    sends.at.remove(revision)
                 self._reply(done)
                 self._roll_forward(revision, head_raw)
                 continue
@@ -1270,6 +1283,12 @@ class HazelcastBackend(ChangeLogBackend):
         )
 
         def attempt() -> list[int] | None:
+            if sends.unsettled and any(c.token is None for c in commits):
+                # Sent again after a send that may have run: a commit without a token whose conditions still hold
+                # after its own write was applied twice. Asked first (one read of ``head``, on a re-send only).
+                earlier = self._untokened_landed(commits, self._read_head(), sends)
+                if earlier is not None:
+                    return [APPLIED, earlier, 1]
             reply = self._send_commit_task(task, topics, sends)
             if reply is not None and reply[0] == BUSY:  # nothing was written
                 sends.unsettled -= 1
@@ -1295,6 +1314,7 @@ class HazelcastBackend(ChangeLogBackend):
         outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
         if revision in outcomes:
             self.member_commits += 1
+        sends.unsettled -= 1  # this send's reply says what it did (but see _landed_before_any)
         outcomes = self._landed_before_any(commits, outcomes, sends)
         self._acknowledged(outcomes, sends.anchor)
         return outcomes
@@ -1305,18 +1325,24 @@ class HazelcastBackend(ChangeLogBackend):
 
         The task's reply says only which commits' conditions held. A read that fails cannot tell a
         conflict from a commit that landed: CommitUnknownError, which the family settles by the token.
-        A failed commit without a token, after an earlier send that may have run (this reply's own send
-        is counted in ``sends.unsettled`` too), is told by ``head`` (see :meth:`_landed_untokened`).
+        A failed commit without a token is told by ``head`` (see :meth:`_untokened_landed`): after an earlier
+        send that may have run, and, a lone one, whatever ``sends.unsettled`` says: the client library runs a
+        task answered with a retryable error again by itself, unseen by nbdb, and that run fails on the first
+        one's write (a group's reply that wrote its entry put this call's anchor at ``head`` itself).
         """
-        if sends.unsettled > 1 and any(o is None and c.token is None for c, o in zip(commits, outcomes, strict=True)):
+        if (len(commits) == 1 or sends.unsettled) and any(
+            o is None and c.token is None for c, o in zip(commits, outcomes, strict=True)
+        ):
             try:
-                head = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+                head = self._read_head()
             except errors.BackendUnavailableError as exc:
                 raise errors.CommitUnknownError(
                     f"hazelcast at {self.config.where}: a commit without a token run in the member failed its "
-                    f"conditions after an earlier send that may have run, and head could not be read ({exc})"
+                    f"conditions, and whether an earlier run of it landed could not be read ({exc})"
                 ) from None
-            outcomes = self._landed_untokened(commits, outcomes, head, sends.anchor)
+            earlier = self._untokened_landed(commits, head, sends)
+            if earlier is not None:
+                outcomes = [earlier]
         failed = [
             i
             for i, (commit, outcome) in enumerate(zip(commits, outcomes, strict=True))
@@ -1336,28 +1362,59 @@ class HazelcastBackend(ChangeLogBackend):
             landed[i] = _landed_before(commits[i], found)
         return landed
 
-    def _landed_untokened(
-        self, commits: Sequence[KeyCommit], outcomes: list[Outcome], head: tuple[int, str], anchor: str
-    ) -> list[Outcome]:
-        """``outcomes`` after an earlier send of these commits may have run, each failed commit without a token told.
+    def _read_head(self) -> tuple[int, str]:
+        return decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+
+    def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
+        """The revision a lone commit without a token is in at if an earlier send of this call landed it; None if
+        none did (it is then planned, or its failure stands); CommitUnknownError if it cannot be told.
 
         A commit with a token is told by it (:func:`_landed_before`, ``void_token``'s read-back). One without (a
-        caller of ``commit_keys`` with ``token=None``) may have failed on its own writes, landed by a send answered
-        as refused: a ConflictError would report a write the store holds. Every send of one call writes the same
-        ``anchor`` into its log entry and ``head``; an entry is written only for commits whose conditions held. So
-        a lone commit is in at ``head``'s revision when ``head`` holds ``anchor``; otherwise (another commit came
-        since, or a group, whose entry does not say which of its commits it holds) it cannot be told:
-        CommitUnknownError, never a guessed conflict.
+        caller of ``commit_keys`` with ``token=None``), sent again after a send that landed but was answered as
+        refused, either fails on its own writes (a ConflictError would report a write the store holds) or still
+        holds its conditions (a blind write: applied twice). Every send of one call writes the same anchor into
+        its log entry and ``head``, and an entry is written only for commits whose conditions held: a lone
+        commit is in where the anchor is found (see :meth:`_landed_at`). A group's entry does not say which of
+        its commits it holds: CommitUnknownError.
         """
-        if all(o is not None or c.token is not None for c, o in zip(commits, outcomes, strict=True)):
-            return outcomes
-        revision, holder = head
-        if len(commits) == 1 and holder == anchor:
-            return [revision]
+        landed = self._landed_at(head, sends)
+        if landed is None:
+            return None
+        if len(commits) == 1:
+            return landed
         raise errors.CommitUnknownError(
-            f"hazelcast at {self.config.where}: a commit without a token failed its conditions after an earlier "
-            "send of it that may have run, and whether that one landed cannot be told"
+            f"hazelcast at {self.config.where}: an earlier send of a group holding a commit without a token "
+            f"landed at {landed}, and which of its commits it holds cannot be told"
         )
+
+    def _landed_at(self, head: tuple[int, str], sends: _Sends) -> int | None:
+        """The revision an earlier send of this call landed at, None if none did; CommitUnknownError if unknown.
+
+        ``head`` holding this call's anchor: at ``head``'s revision. Else, with no send unsettled, none did; with
+        sends of the client's protocol only (their revisions in ``sends.at``), the entries at those revisions that
+        ``head`` has passed are read (the one at ``head + 1``, if any, is rolled forward when met: see
+        :meth:`_commit_locked`). A member's task (its revision unknown, once another commit moved ``head``) or an
+        entry trimmed away cannot be told: CommitUnknownError, never a guessed conflict nor a second apply.
+        """
+        revision, holder = head
+        if holder == sends.anchor:
+            return revision
+        if not sends.unsettled:
+            return None
+        unknown = f"hazelcast at {self.config.where}: an earlier send of this commit may have landed, and "
+        if sends.unsettled > len(sends.at):
+            raise errors.CommitUnknownError(unknown + "another commit has moved head since")
+        passed = sorted({r for r in sends.at if r <= revision})
+        if not passed:
+            return None
+        found = self._ask(lambda: self.log_async.get_all(passed))
+        for at in passed:
+            raw = found.get(at)
+            if raw is None:
+                raise errors.CommitUnknownError(unknown + f"the change log entry of revision {at} is trimmed")
+            if entry_token(at, raw) == sends.anchor:
+                return at
+        return None
 
     def _send_commit_task(self, task: CommitTask, topics: set[str], sends: _Sends) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code.
@@ -1821,14 +1878,17 @@ class HazelcastBackend(ChangeLogBackend):
 
 
 class _Sends:
-    """What the sends of one commit (or group) share: the anchor of its log entry, and how many sends got no reply
-    that settled them (sent, then refused or unanswered: each may have run; see :meth:`HazelcastBackend._retrying`)."""
+    """What the sends of one commit (or group) share: the anchor of its log entry, how many sends got no reply
+    that settled them (sent, then refused or unanswered: each may have run; see :meth:`HazelcastBackend._retrying`),
+    and at which revisions (see :meth:`HazelcastBackend._landed_at`)."""
 
-    __slots__ = ("anchor", "unsettled")
+    __slots__ = ("anchor", "at", "unsettled")
 
     def __init__(self, anchor: str) -> None:
         self.anchor = anchor
         self.unsettled = 0
+        self.at: list[int] = []
+        """The revisions of the unsettled sends of the client's protocol (a member's task does not say its own)."""
 
 
 class _Held:
