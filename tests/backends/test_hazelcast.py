@@ -537,6 +537,58 @@ def test_a_commit_without_a_token_that_may_have_landed_before_another_commit_is_
 
 
 @pytest.mark.timeout(60)
+def test_a_commit_without_a_token_whose_refused_send_did_not_land_is_a_conflict_not_unknown(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The client's protocol knows the revision it sent its entry at. The entry's send is refused unrun (a
+    migrating partition), another client's commit then takes that revision and writes the key; the re-send fails
+    its condition, and the entry at its revision bears the other commit's anchor: a real conflict (None, the
+    family's ConflictError). It was CommitUnknownError, ``head`` no longer telling."""
+    from hazelcast import errors as hzerrors
+    from hazelcast.future import Future
+
+    from nbdb.families.kvtypes import VersionIs
+
+    url = hazelcast_server.url + "?timeout=4&member_commit=0"
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        real_send, real_retrying = backend.gate.send, backend._retrying
+        refused: list[bool] = []
+
+        def refused_unrun(start: Callable[[], Any], *args: Any, **kwargs: Any) -> Any:
+            if not refused and isinstance(start, partial) and start.func == backend.log_async.put_if_absent:
+                refused.append(True)
+                failed = Future()
+                failed.set_exception(hzerrors.PartitionMigratingError("the partition is migrating"))
+                return failed
+            return real_send(start, *args, **kwargs)
+
+        def then_another(attempt: Callable[[], Any], sends: Any) -> Any:
+            def once() -> Any:
+                try:
+                    return attempt()
+                except errors.BackendUnavailableError:
+                    if len(refused) == 1:  # the commit lock is free again
+                        refused.append(True)
+                        _hz(other).commit_keys([], {"x/k": b"other"}, [])
+                    raise
+
+            return real_retrying(once, sends)
+
+        backend.gate.send = refused_unrun  # type: ignore[method-assign]
+        backend._retrying = then_another  # type: ignore[method-assign]
+        try:
+            outcome = backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+        finally:
+            backend.gate.send, backend._retrying = real_send, real_retrying  # type: ignore[method-assign]
+        assert len(refused) == 2
+        stored = backend.get_key("x/k")
+        assert stored is not None and (stored.value, stored.version) == (b"other", 1)
+        assert outcome is None
+
+
+@pytest.mark.timeout(60)
 def test_a_commit_after_a_task_given_up_on_waits_for_it_to_end_then_goes_not_busy(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
