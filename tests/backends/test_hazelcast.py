@@ -732,6 +732,47 @@ def test_a_member_commit_task_the_client_library_sent_again_after_it_landed_is_n
         assert revision == stored.mod_revision, f"a commit that landed at {stored.mod_revision} returned {revision}"
 
 
+@pytest.mark.timeout(60)
+def test_a_member_commit_task_the_client_library_sent_again_after_another_commit_is_not_applied_twice(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review of wip/hzanchor: the task finds its anchor at ``head`` only while ``head`` is still its own. Its first
+    run landed at R and released the commit lock; its reply was a retryable error; before the library's re-send
+    (``invocation_retry_pause``, 1 s stock) another client, waiting on the lock, commits at R+1. The re-run reads
+    ``head`` R+1 (another anchor) and applies a blind write again at R+2, over the other client's write: applied
+    twice and an acknowledged write lost. nbdb never sees the re-send (``sends.unsettled`` is 1)."""
+    from nbdb.backends.hazelcast._member import CommitTask
+
+    namespace = _ns()
+    url = hazelcast_server.url + "?timeout=4"
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        real = backend._executor
+        resent: list[int] = []
+
+        class SentTwiceAfterAnother:
+            def execute_on_key_owner(self, key: Any, task: Any) -> Any:
+                if resent or not isinstance(task, CommitTask):
+                    return real.execute_on_key_owner(key, task)
+                real.execute_on_key_owner(key, task).result()  # ran; its reply was a retryable error
+                resent.append(_hz(other).commit_keys([], {"x/k": b"other"}, []))  # took the lock meanwhile
+                return real.execute_on_key_owner(key, task)  # the library's re-send
+
+        backend._executor = SentTwiceAfterAnother()
+        try:
+            outcome: Any = backend.commit_keys([], {"x/k": b"1"}, [])
+        except errors.CommitUnknownError as exc:
+            outcome = exc
+        finally:
+            backend._executor = real
+        assert resent
+        stored = backend.get_key("x/k")
+        assert stored is not None
+        assert (stored.value, stored.version) == (b"other", 2), f"applied twice: {stored}, outcome {outcome!r}"
+        assert outcome == resent[0] - 1 or isinstance(outcome, errors.CommitUnknownError)
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
