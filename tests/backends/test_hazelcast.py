@@ -773,6 +773,47 @@ def test_a_member_commit_task_the_client_library_sent_again_after_another_commit
         assert outcome == resent[0] - 1 or isinstance(outcome, errors.CommitUnknownError)
 
 
+@pytest.mark.timeout(60)
+def test_a_member_commit_task_refused_unrun_with_head_unmoved_is_sent_again_not_unknown(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review of wip/hzanchor: a tokenless commit's task refused unrun (a migrating partition), nothing committed since.
+    The re-send's check finds ``head`` without this call's anchor and, the task's revision unknown, raises
+    CommitUnknownError at once, where main sent it again: every refusal of a tokenless member commit (as common as
+    a migration) reaches the caller as "unknown". ``head`` has not moved past the revision the client knew before
+    the send, so no send of it landed: it can be sent again."""
+    from hazelcast import errors as hzerrors
+    from hazelcast.future import Future
+
+    from nbdb.backends.hazelcast._member import CommitTask
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4", namespace=_ns()) as db:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        real = backend._executor
+        refused: list[bool] = []
+
+        class RefusedOnce:
+            def execute_on_key_owner(self, key: Any, task: Any) -> Any:
+                if refused or not isinstance(task, CommitTask):
+                    return real.execute_on_key_owner(key, task)
+                refused.append(True)
+                failed: Future[Any] = Future()
+                failed.set_exception(hzerrors.PartitionMigratingError("the partition is migrating"))
+                return failed
+
+        backend._executor = RefusedOnce()
+        try:
+            revision = backend.commit_keys([], {"x/k": b"1"}, [])
+        finally:
+            backend._executor = real
+        assert refused
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1
+        assert revision == stored.mod_revision == _head(db)[0]
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
