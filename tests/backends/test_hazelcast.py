@@ -661,6 +661,35 @@ def test_a_commit_without_a_token_whose_conditions_still_hold_is_not_applied_twi
 
 
 @pytest.mark.timeout(60)
+def test_a_commit_waiting_for_a_given_up_task_when_the_database_closes_is_not_sent_and_not_unknown(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review of wip/hzanchor: ``_send_commit_task`` admits the commit (``_admit``: BackendUnavailableError once
+    closed), then waits up to ``timeout`` for the task given up on. ``close()`` meanwhile fails that task's future,
+    the wait ends, and the task is handed to the shut-down client: "the reply to a commit run in the member was
+    lost" (CommitUnknownError) for a commit never sent. The wait widened a microsecond race to ``timeout``."""
+    url = hazelcast_server.url + "?timeout=1&retries=0"
+    namespace = _ns()
+    with nbdb.connect(url, namespace=namespace) as other:
+        db = nbdb.connect(url, namespace=namespace)
+        try:
+            backend = _hz(db)
+            assert backend.member_commit
+            backend.commit_keys([], {"x/warm": b"1"}, [])
+            _hz(other)._kv.lock("x/held", lease_time=3.0)
+            with pytest.raises(errors.CommitUnknownError):
+                backend.commit_keys([], {"x/held": b"1"}, [])
+            closer = threading.Timer(0.2, db.close)
+            closer.start()
+            with pytest.raises(errors.BackendUnavailableError) as info:
+                backend.commit_keys([], {"x/next": b"1"}, [])
+            closer.join()
+            assert not isinstance(info.value, errors.CommitUnknownError), info.value
+        finally:
+            db.close()
+
+
+@pytest.mark.timeout(60)
 def test_a_commit_whose_entry_put_the_client_library_sent_again_is_not_taken_for_another_commits(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
