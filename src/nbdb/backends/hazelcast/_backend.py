@@ -72,6 +72,8 @@ _COMMIT_LOCK = "commit"
 _ROLL_FORWARD_ROUNDS = 16
 """How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
+_TASK_LANDED_SCAN = 64
+"""At most this many log entries past the floor are read to tell whether a member's task sent before landed."""
 _TOPIC_RANGES = 256
 """Registered topics a one-table scan names one by one (see :meth:`HazelcastBackend.scan_spans`); past that,
 ``o/`` whole and the regular expression, per object of the store, as before (issue 13)."""
@@ -174,6 +176,9 @@ class HazelcastBackend(ChangeLogBackend):
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
         self._given_up_task: Any = None
+        self._head_seen = 0
+        """A revision ``head`` has held (it only moves on): the highest this client read, committed at or was told
+        of. A member's task is sent past it, so a re-send can tell it never landed (see :meth:`_landed_at`)."""
         """The reply of this client's last commit task given up on at ``timeout`` (see _task_given_up_ended)."""
         self._lock_requests = 0
         self._reactor_thread = -1
@@ -1171,6 +1176,7 @@ class HazelcastBackend(ChangeLogBackend):
                 if not self._repair_head(head_raw):
                     raise
                 continue
+            self._saw_head(head[0])
             if sends.unsettled and any(c.token is None for c in commits):
                 # An earlier send of this call may have landed, and a commit without a token may still hold its
                 # conditions after its own write (a blind write): asked before it is planned, never applied twice.
@@ -1258,6 +1264,7 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _committed(self, revision: int, anchor: str) -> None:
         """After a commit of ours is applied at ``revision``: remember its token, trim the log now and then."""
+        self._saw_head(revision)
         self.remember_token(revision, anchor)
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
@@ -1363,7 +1370,15 @@ class HazelcastBackend(ChangeLogBackend):
         return landed
 
     def _read_head(self) -> tuple[int, str]:
-        return decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+        head = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+        self._saw_head(head[0])
+        return head
+
+    def _saw_head(self, revision: int) -> None:
+        """``head`` held ``revision``: raise :attr:`_head_seen` (a race between threads may keep the lower of two
+        values: still one ``head`` held, so still a lower bound of it)."""
+        if revision > self._head_seen:
+            self._head_seen = revision
 
     def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
         """The revision a lone commit without a token is in at if an earlier send of this call landed it; None if
@@ -1390,11 +1405,13 @@ class HazelcastBackend(ChangeLogBackend):
     def _landed_at(self, head: tuple[int, str], sends: _Sends) -> int | None:
         """The revision an earlier send of this call landed at, None if none did; CommitUnknownError if unknown.
 
-        ``head`` holding this call's anchor: at ``head``'s revision. Else, with no send unsettled, none did; with
-        sends of the client's protocol only (their revisions in ``sends.at``), the entries at those revisions that
-        ``head`` has passed are read (the one at ``head + 1``, if any, is rolled forward when met: see
-        :meth:`_commit_locked`). A member's task (its revision unknown, once another commit moved ``head``) or an
-        entry trimmed away cannot be told: CommitUnknownError, never a guessed conflict nor a second apply.
+        ``head`` holding this call's anchor: at ``head``'s revision. Else, with no send unsettled, none did. Else the
+        entries that may hold an unsettled send are read: those at the revisions of the client's protocol's sends
+        (``sends.at``) that ``head`` has passed, and, a member's task not saying its revision, every one past
+        ``sends.floor`` (a revision ``head`` held before the first task left) up to ``head``: none when ``head`` has
+        not moved since (a task refused unrun is then sent again). The entry at ``head + 1``, if any, is rolled
+        forward when met (see :meth:`_commit_locked`). More than ``_TASK_LANDED_SCAN`` revisions past the floor,
+        or an entry trimmed away, cannot be told: CommitUnknownError, never a guessed conflict nor a second apply.
         """
         revision, holder = head
         if holder == sends.anchor:
@@ -1402,9 +1419,16 @@ class HazelcastBackend(ChangeLogBackend):
         if not sends.unsettled:
             return None
         unknown = f"hazelcast at {self.config.where}: an earlier send of this commit may have landed, and "
+        candidates = {r for r in sends.at if r <= revision}
         if sends.unsettled > len(sends.at):
-            raise errors.CommitUnknownError(unknown + "another commit has moved head since")
-        passed = sorted({r for r in sends.at if r <= revision})
+            # A member's task: it does not say its revision, but lands past ``sends.floor`` if at all.
+            floor = sends.floor
+            if floor is None or revision - floor > _TASK_LANDED_SCAN:
+                raise errors.CommitUnknownError(
+                    unknown + f"head has moved from {floor} to {revision} since a task of it was sent"
+                )
+            candidates.update(range(floor + 1, revision + 1))
+        passed = sorted(candidates)
         if not passed:
             return None
         found = self._ask(lambda: self.log_async.get_all(passed))
@@ -1430,8 +1454,9 @@ class HazelcastBackend(ChangeLogBackend):
         pending: Any = None
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
-            self._admit()
+            # The wait first: a close() meanwhile is then refused by _admit, the task never sent.
             self._task_given_up_ended()
+            self._admit()
             sent: list[bool] = []
             given_up: list[bool] = []
             guard = threading.Lock()
@@ -1442,6 +1467,8 @@ class HazelcastBackend(ChangeLogBackend):
                         raise hzerrors.OperationTimeoutError("the commit task was given up on before it was sent")
                     sent.append(True)
                     sends.unsettled += 1  # until a reply settles this send
+                    if sends.floor is None:
+                        sends.floor = self._head_seen  # ``head`` has held it: the task lands past it if at all
                 return self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
 
             # The task leaves from a reply's callback (the reactor's thread, which wakes nothing): that of a read
@@ -1793,6 +1820,8 @@ class HazelcastBackend(ChangeLogBackend):
             revision = decode_head(event.value)[0]
         except errors.CorruptRecordError:
             revision = self._log_latest + 1  # not ours to judge here: the reader reports it
+        else:
+            self._saw_head(revision)
         with self._log_cond:
             self._log_latest = max(self._log_latest, revision)
             self._log_cond.notify_all()
@@ -1882,13 +1911,15 @@ class _Sends:
     that settled them (sent, then refused or unanswered: each may have run; see :meth:`HazelcastBackend._retrying`),
     and at which revisions (see :meth:`HazelcastBackend._landed_at`)."""
 
-    __slots__ = ("anchor", "at", "unsettled")
+    __slots__ = ("anchor", "at", "floor", "unsettled")
 
     def __init__(self, anchor: str) -> None:
         self.anchor = anchor
         self.unsettled = 0
         self.at: list[int] = []
         """The revisions of the unsettled sends of the client's protocol (a member's task does not say its own)."""
+        self.floor: int | None = None
+        """A revision ``head`` held before the first task was sent: a task that landed did so past it."""
 
 
 class _Held:
