@@ -761,6 +761,11 @@ def test_a_member_commit_task_the_client_library_sent_again_after_it_landed_is_n
         assert revision == stored.mod_revision, f"a commit that landed at {stored.mod_revision} returned {revision}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (docs/backends/hazelcast.md, 'What is not settled'): the task compares only head's anchor, "
+    "and nbdb never sees the client library's own re-send",
+)
 @pytest.mark.timeout(60)
 def test_a_member_commit_task_the_client_library_sent_again_after_another_commit_is_not_applied_twice(
     hazelcast_server: HazelcastServer,  # noqa: F811
