@@ -808,6 +808,49 @@ def test_a_member_commit_task_the_client_library_sent_again_after_another_commit
 
 
 @pytest.mark.timeout(60)
+def test_a_member_commit_task_that_landed_then_passed_by_another_commit_is_found_in_the_log_not_unknown(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """A tokenless blind write's task ran (landed at R) but came back refused; another client committed at R+1
+    before nbdb sent it again. ``head`` holds the other anchor: the re-send reads the entries past the floor (the
+    revision ``head`` held before the task left), finds its anchor at R, and acknowledges R: neither
+    CommitUnknownError nor a second apply over the other client's write."""
+    from hazelcast import errors as hzerrors
+    from hazelcast.future import Future
+
+    from nbdb.backends.hazelcast._member import CommitTask
+
+    namespace = _ns()
+    url = hazelcast_server.url + "?timeout=4"
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        real = backend._executor
+        passed: list[int] = []
+
+        class LandedThenPassed:
+            def execute_on_key_owner(self, key: Any, task: Any) -> Any:
+                if passed or not isinstance(task, CommitTask):
+                    return real.execute_on_key_owner(key, task)
+                real.execute_on_key_owner(key, task).result()  # it ran; its reply was lost
+                passed.append(_hz(other).commit_keys([], {"x/other": b"1"}, []))
+                failed: Future[Any] = Future()
+                failed.set_exception(hzerrors.PartitionMigratingError("the partition is migrating"))
+                return failed
+
+        backend._executor = LandedThenPassed()
+        try:
+            revision = backend.commit_keys([], {"x/k": b"1"}, [])
+        finally:
+            backend._executor = real
+        assert passed
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1, stored
+        assert revision == stored.mod_revision == passed[0] - 1 == _head(db)[0] - 1
+
+
+@pytest.mark.timeout(60)
 def test_a_member_commit_task_refused_unrun_with_head_unmoved_is_sent_again_not_unknown(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
