@@ -807,6 +807,38 @@ def test_a_member_commit_task_the_client_library_sent_again_after_another_commit
         assert outcome == resent[0] - 1 or isinstance(outcome, errors.CommitUnknownError)
 
 
+def _commit_with_first_task_refused(backend: HazelcastBackend, first: Callable[[], None] | None) -> int | None:
+    """``commit_keys`` of a blind write to ``x/k`` whose first member task comes back refused (a migrating
+    partition): run first (and ``first()`` called after it) when ``first`` is given, else never sent."""
+    from hazelcast import errors as hzerrors
+    from hazelcast.future import Future
+
+    from nbdb.backends.hazelcast._member import CommitTask
+
+    real = backend._executor
+    refused: list[bool] = []
+
+    class RefusedOnce:
+        def execute_on_key_owner(self, key: Any, task: Any) -> Any:
+            if refused or not isinstance(task, CommitTask):
+                return real.execute_on_key_owner(key, task)
+            refused.append(True)
+            if first is not None:
+                real.execute_on_key_owner(key, task).result()  # it ran; its reply was lost
+                first()
+            failed: Future[Any] = Future()
+            failed.set_exception(hzerrors.PartitionMigratingError("the partition is migrating"))
+            return failed
+
+    backend._executor = RefusedOnce()
+    try:
+        revision = backend.commit_keys([], {"x/k": b"1"}, [])
+    finally:
+        backend._executor = real
+    assert refused
+    return revision
+
+
 @pytest.mark.timeout(60)
 def test_a_member_commit_task_that_landed_then_passed_by_another_commit_is_found_in_the_log_not_unknown(
     hazelcast_server: HazelcastServer,  # noqa: F811
@@ -815,36 +847,16 @@ def test_a_member_commit_task_that_landed_then_passed_by_another_commit_is_found
     before nbdb sent it again. ``head`` holds the other anchor: the re-send reads the entries past the floor (the
     revision ``head`` held before the task left), finds its anchor at R, and acknowledges R: neither
     CommitUnknownError nor a second apply over the other client's write."""
-    from hazelcast import errors as hzerrors
-    from hazelcast.future import Future
-
-    from nbdb.backends.hazelcast._member import CommitTask
-
     namespace = _ns()
     url = hazelcast_server.url + "?timeout=4"
     with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
         backend = _hz(db)
         assert backend.member_commit
         backend.commit_keys([], {"x/warm": b"1"}, [])
-        real = backend._executor
         passed: list[int] = []
-
-        class LandedThenPassed:
-            def execute_on_key_owner(self, key: Any, task: Any) -> Any:
-                if passed or not isinstance(task, CommitTask):
-                    return real.execute_on_key_owner(key, task)
-                real.execute_on_key_owner(key, task).result()  # it ran; its reply was lost
-                passed.append(_hz(other).commit_keys([], {"x/other": b"1"}, []))
-                failed: Future[Any] = Future()
-                failed.set_exception(hzerrors.PartitionMigratingError("the partition is migrating"))
-                return failed
-
-        backend._executor = LandedThenPassed()
-        try:
-            revision = backend.commit_keys([], {"x/k": b"1"}, [])
-        finally:
-            backend._executor = real
-        assert passed
+        revision = _commit_with_first_task_refused(
+            backend, lambda: passed.append(_hz(other).commit_keys([], {"x/other": b"1"}, []))
+        )
         stored = backend.get_key("x/k")
         assert stored is not None and stored.version == 1, stored
         assert revision == stored.mod_revision == passed[0] - 1 == _head(db)[0] - 1
@@ -859,33 +871,11 @@ def test_a_member_commit_task_refused_unrun_with_head_unmoved_is_sent_again_not_
     CommitUnknownError at once, where main sent it again: every refusal of a tokenless member commit (as common as
     a migration) reaches the caller as "unknown". ``head`` has not moved past the revision the client knew before
     the send, so no send of it landed: it can be sent again."""
-    from hazelcast import errors as hzerrors
-    from hazelcast.future import Future
-
-    from nbdb.backends.hazelcast._member import CommitTask
-
     with nbdb.connect(hazelcast_server.url + "?timeout=4", namespace=_ns()) as db:
         backend = _hz(db)
         assert backend.member_commit
         backend.commit_keys([], {"x/warm": b"1"}, [])
-        real = backend._executor
-        refused: list[bool] = []
-
-        class RefusedOnce:
-            def execute_on_key_owner(self, key: Any, task: Any) -> Any:
-                if refused or not isinstance(task, CommitTask):
-                    return real.execute_on_key_owner(key, task)
-                refused.append(True)
-                failed: Future[Any] = Future()
-                failed.set_exception(hzerrors.PartitionMigratingError("the partition is migrating"))
-                return failed
-
-        backend._executor = RefusedOnce()
-        try:
-            revision = backend.commit_keys([], {"x/k": b"1"}, [])
-        finally:
-            backend._executor = real
-        assert refused
+        revision = _commit_with_first_task_refused(backend, None)
         stored = backend.get_key("x/k")
         assert stored is not None and stored.version == 1
         assert revision == stored.mod_revision == _head(db)[0]
