@@ -1423,7 +1423,7 @@ class HazelcastBackend(ChangeLogBackend):
         if sends.unsettled > len(sends.at):
             # A member's task: it does not say its revision, but lands past ``sends.floor`` if at all.
             floor = sends.floor
-            if floor is None or revision - floor > _TASK_LANDED_SCAN:
+            if floor is None or not floor <= revision <= floor + _TASK_LANDED_SCAN:  # (below the floor: head went back)
                 raise errors.CommitUnknownError(
                     unknown + f"head has moved from {floor} to {revision} since a task of it was sent"
                 )
