@@ -35,6 +35,7 @@ from nbdb.backends.hazelcast._records import (
     encode_entry,
     encode_head,
     encode_kv,
+    entry_token,
     listed_rows,
 )
 from nbdb.backends.hazelcast._sendgate import SendGate
@@ -71,6 +72,8 @@ _COMMIT_LOCK = "commit"
 _ROLL_FORWARD_ROUNDS = 16
 """How many decided-but-unapplied commits of others one commit applies before giving up (one per lapsed client)."""
 _TRIM_EVERY = 64
+_TASK_LANDED_SCAN = 64
+"""At most this many log entries past the floor are read to tell whether a member's task sent before landed."""
 _TOPIC_RANGES = 256
 """Registered topics a one-table scan names one by one (see :meth:`HazelcastBackend.scan_spans`); past that,
 ``o/`` whole and the regular expression, per object of the store, as before (issue 13)."""
@@ -172,6 +175,11 @@ class HazelcastBackend(ChangeLogBackend):
         """Guards ``_log_listener``, ``_log_registering``; held over no wait (not ``_log_cond``: _on_head takes it)."""
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
+        self._given_up_task: Any = None
+        self._head_seen = 0
+        """A revision ``head`` has held (it only moves on): the highest this client read, committed at or was told
+        of. A member's task is sent past it, so a re-send can tell it never landed (see :meth:`_landed_at`)."""
+        """The reply of this client's last commit task given up on at ``timeout`` (see _task_given_up_ended)."""
         self._lock_requests = 0
         self._reactor_thread = -1
         """The client's reactor thread, once a reply callback showed it (see ``then_send``)."""
@@ -878,11 +886,36 @@ class HazelcastBackend(ChangeLogBackend):
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
         try:
+            self._task_given_up_ended()
             lease = self.config.commit_lease if lease is None else lease
             with self._key_lock(self.meta_async, _COMMIT_LOCK, lease, then, after) as held:
                 yield held
         finally:
             self._local_commit.release()
+
+    def _task_given_up_ended(self) -> None:
+        """Wait (up to ``timeout``) for this client's commit task given up on at ``timeout`` to end in the member.
+
+        Called with the local turn held, before asking for the commit lock (or sending a task). The member still
+        runs such a task (CommitUnknownError was raised for it) and holds the commit lock until it ends: the next
+        commit's task then waited ``timeout / 2`` for the lock and came back BUSY, again on each retry, for up to
+        ``timeout`` in all, while its reply would have said when the lock was free. Waited for here, the commit
+        leaves the moment the task ends. Still running after ``timeout``: BackendUnavailableError (this commit was
+        not sent; the retry policy may try again), saying so, rather than a BUSY that names no cause.
+        """
+        running = self._given_up_task
+        if running is None:
+            return
+        if not running.done():
+            ended = threading.Event()
+            running.add_done_callback(lambda _: ended.set())
+            if not ended.wait(self.config.timeout):
+                raise errors.BackendUnavailableError(
+                    f"hazelcast at {self.config.where}: a commit of this client given up on after "
+                    f"{self.config.timeout}s still runs in the member and holds the commit lock; this commit was "
+                    "not sent"
+                )
+        self._given_up_task = None
 
     def _wait_local_turn(self) -> None:
         """Wait up to ``timeout`` for this thread's turn among the backend's threads to ask for the commit lock.
@@ -1138,11 +1171,20 @@ class HazelcastBackend(ChangeLogBackend):
             if head_raw is None and self._repair_head(None):
                 continue  # another writer deleted ``head`` (the log holds entries): put back from the log
             try:
-                revision = decode_head(head_raw)[0] + 1
+                head = decode_head(head_raw)
             except errors.CorruptRecordError:
                 if not self._repair_head(head_raw):
                     raise
                 continue
+            self._saw_head(head[0])
+            if sends.unsettled and any(c.token is None for c in commits):
+                # An earlier send of this call may have landed, and a commit without a token may still hold its
+                # conditions after its own write (a blind write): asked before it is planned, never applied twice.
+                earlier = self._untokened_landed(commits, head, sends)
+                if earlier is not None:
+                    self._acknowledged([earlier], sends.anchor)
+                    return [earlier]
+            revision = head[0] + 1
             redo: list[Redo] = []
             changes: list[KeyChange] = []
             outcomes: list[Outcome] = []
@@ -1175,6 +1217,7 @@ class HazelcastBackend(ChangeLogBackend):
             entry = encode_entry(anchor, objects, redo)
             new_head = encode_head(revision, anchor)
             sends.unsettled += 1  # until a reply settles this send
+            sends.at.append(revision)
             decided = self.gate.send(partial(self.log_async.put_if_absent, revision, entry))
             # Applied and published only if the entry was ours, each sent from the previous reply's callback.
             done = self.then_send(decided, partial(self._after_decided, redo, head_raw, new_head))
@@ -1188,8 +1231,14 @@ class HazelcastBackend(ChangeLogBackend):
                     f"hazelcast at {self.config.where}: the reply to commit {revision} was lost ({exc})"
                 ) from None
             if taken is not None:
-                # Another commit took this revision (a client whose lock lapsed, or one that died unapplied).
-                sends.unsettled -= 1  # this send wrote nothing
+                # Another commit took this revision (a client whose lock lapsed, or one that died unapplied), or
+                # this call did: the client library sends a request answered with a retryable error again by
+                # itself, and an earlier send of this call may have decided it. Rolled forward either way; an entry
+                # of this call's (its anchor) stays counted, so that the next round acknowledges it (by ``head``'s
+                # anchor, or by its token), never plans it again.
+                if entry_token(revision, taken) != anchor:
+                    sends.unsettled -= 1  # this send wrote nothing
+                    sends.at.remove(revision)
                 self._reply(done)
                 self._roll_forward(revision, head_raw)
                 continue
@@ -1215,6 +1264,7 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _committed(self, revision: int, anchor: str) -> None:
         """After a commit of ours is applied at ``revision``: remember its token, trim the log now and then."""
+        self._saw_head(revision)
         self.remember_token(revision, anchor)
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
@@ -1240,6 +1290,12 @@ class HazelcastBackend(ChangeLogBackend):
         )
 
         def attempt() -> list[int] | None:
+            if sends.unsettled and any(c.token is None for c in commits):
+                # Sent again after a send that may have run: a commit without a token whose conditions still hold
+                # after its own write was applied twice. Asked first (one read of ``head``, on a re-send only).
+                earlier = self._untokened_landed(commits, self._read_head(), sends)
+                if earlier is not None:
+                    return [APPLIED, earlier, 1]
             reply = self._send_commit_task(task, topics, sends)
             if reply is not None and reply[0] == BUSY:  # nothing was written
                 sends.unsettled -= 1
@@ -1265,17 +1321,35 @@ class HazelcastBackend(ChangeLogBackend):
         outcomes: list[Outcome] = [revision if ok else None for ok in reply[2:]]
         if revision in outcomes:
             self.member_commits += 1
-        outcomes = self._landed_before_any(commits, outcomes)
+        sends.unsettled -= 1  # this send's reply says what it did (but see _landed_before_any)
+        outcomes = self._landed_before_any(commits, outcomes, sends)
         self._acknowledged(outcomes, sends.anchor)
         return outcomes
 
-    def _landed_before_any(self, commits: Sequence[KeyCommit], outcomes: list[Outcome]) -> list[Outcome]:
+    def _landed_before_any(self, commits: Sequence[KeyCommit], outcomes: list[Outcome], sends: _Sends) -> list[Outcome]:
         """``outcomes`` of a member's task, each failed commit that an earlier send of it applied given that
         revision instead (see :func:`_landed_before`): a read of their tokens, only when some failed.
 
         The task's reply says only which commits' conditions held. A read that fails cannot tell a
         conflict from a commit that landed: CommitUnknownError, which the family settles by the token.
+        A failed commit without a token is told by ``head`` (see :meth:`_untokened_landed`): after an earlier
+        send that may have run, and, a lone one, whatever ``sends.unsettled`` says: the client library runs a
+        task answered with a retryable error again by itself, unseen by nbdb, and that run fails on the first
+        one's write (a group's reply that wrote its entry put this call's anchor at ``head`` itself).
         """
+        if (len(commits) == 1 or sends.unsettled) and any(
+            o is None and c.token is None for c, o in zip(commits, outcomes, strict=True)
+        ):
+            try:
+                head = self._read_head()
+            except errors.BackendUnavailableError as exc:
+                raise errors.CommitUnknownError(
+                    f"hazelcast at {self.config.where}: a commit without a token run in the member failed its "
+                    f"conditions, and whether an earlier run of it landed could not be read ({exc})"
+                ) from None
+            earlier = self._untokened_landed(commits, head, sends)
+            if earlier is not None:
+                outcomes = [earlier]
         failed = [
             i
             for i, (commit, outcome) in enumerate(zip(commits, outcomes, strict=True))
@@ -1295,6 +1369,77 @@ class HazelcastBackend(ChangeLogBackend):
             landed[i] = _landed_before(commits[i], found)
         return landed
 
+    def _read_head(self) -> tuple[int, str]:
+        head = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+        self._saw_head(head[0])
+        return head
+
+    def _saw_head(self, revision: int) -> None:
+        """``head`` held ``revision``: raise :attr:`_head_seen` (a race between threads may keep the lower of two
+        values: still one ``head`` held, so still a lower bound of it)."""
+        if revision > self._head_seen:
+            self._head_seen = revision
+
+    def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
+        """The revision a lone commit without a token is in at if an earlier send of this call landed it; None if
+        none did (it is then planned, or its failure stands); CommitUnknownError if it cannot be told.
+
+        A commit with a token is told by it (:func:`_landed_before`, ``void_token``'s read-back). One without (a
+        caller of ``commit_keys`` with ``token=None``), sent again after a send that landed but was answered as
+        refused, either fails on its own writes (a ConflictError would report a write the store holds) or still
+        holds its conditions (a blind write: applied twice). Every send of one call writes the same anchor into
+        its log entry and ``head``, and an entry is written only for commits whose conditions held: a lone
+        commit is in where the anchor is found (see :meth:`_landed_at`). A group's entry does not say which of
+        its commits it holds: CommitUnknownError.
+        """
+        landed = self._landed_at(head, sends)
+        if landed is None:
+            return None
+        if len(commits) == 1:
+            return landed
+        raise errors.CommitUnknownError(
+            f"hazelcast at {self.config.where}: an earlier send of a group holding a commit without a token "
+            f"landed at {landed}, and which of its commits it holds cannot be told"
+        )
+
+    def _landed_at(self, head: tuple[int, str], sends: _Sends) -> int | None:
+        """The revision an earlier send of this call landed at, None if none did; CommitUnknownError if unknown.
+
+        ``head`` holding this call's anchor: at ``head``'s revision. Else, with no send unsettled, none did. Else the
+        entries that may hold an unsettled send are read: those at the revisions of the client's protocol's sends
+        (``sends.at``) that ``head`` has passed, and, a member's task not saying its revision, every one past
+        ``sends.floor`` (a revision ``head`` held before the first task left) up to ``head``: none when ``head`` has
+        not moved since (a task refused unrun is then sent again). The entry at ``head + 1``, if any, is rolled
+        forward when met (see :meth:`_commit_locked`). More than ``_TASK_LANDED_SCAN`` revisions past the floor,
+        or an entry trimmed away, cannot be told: CommitUnknownError, never a guessed conflict nor a second apply.
+        """
+        revision, holder = head
+        if holder == sends.anchor:
+            return revision
+        if not sends.unsettled:
+            return None
+        unknown = f"hazelcast at {self.config.where}: an earlier send of this commit may have landed, and "
+        candidates = {r for r in sends.at if r <= revision}
+        if sends.unsettled > len(sends.at):
+            # A member's task: it does not say its revision, but lands past ``sends.floor`` if at all.
+            floor = sends.floor
+            if floor is None or not floor <= revision <= floor + _TASK_LANDED_SCAN:  # (below the floor: head went back)
+                raise errors.CommitUnknownError(
+                    unknown + f"head has moved from {floor} to {revision} since a task of it was sent"
+                )
+            candidates.update(range(floor + 1, revision + 1))
+        passed = sorted(candidates)
+        if not passed:
+            return None
+        found = self._ask(lambda: self.log_async.get_all(passed))
+        for at in passed:
+            raw = found.get(at)
+            if raw is None:
+                raise errors.CommitUnknownError(unknown + f"the change log entry of revision {at} is trimmed")
+            if entry_token(at, raw) == sends.anchor:
+                return at
+        return None
+
     def _send_commit_task(self, task: CommitTask, topics: set[str], sends: _Sends) -> list[int] | None:
         """Run ``task`` in the member owning the commit lock: its reply, or None if that member lacks nbdb's code.
 
@@ -1306,8 +1451,11 @@ class HazelcastBackend(ChangeLogBackend):
         # One thread of this backend sends at a time (see _commit_lock).
         if not self._local_commit.acquire(blocking=False):
             self._wait_local_turn()
+        pending: Any = None
         try:
             # Not through call(): its failures are classified here (a lost reply may have committed).
+            # The wait first: a close() meanwhile is then refused by _admit, the task never sent.
+            self._task_given_up_ended()
             self._admit()
             sent: list[bool] = []
             given_up: list[bool] = []
@@ -1319,6 +1467,8 @@ class HazelcastBackend(ChangeLogBackend):
                         raise hzerrors.OperationTimeoutError("the commit task was given up on before it was sent")
                     sent.append(True)
                     sends.unsettled += 1  # until a reply settles this send
+                    if sends.floor is None:
+                        sends.floor = self._head_seen  # ``head`` has held it: the task lands past it if at all
                 return self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
 
             # The task leaves from a reply's callback (the reactor's thread, which wakes nothing): that of a read
@@ -1350,6 +1500,8 @@ class HazelcastBackend(ChangeLogBackend):
                 # another protocol): nothing ran.
                 sends.unsettled -= 1
                 return None
+            if pending is not None and not pending.done():
+                self._given_up_task = pending  # the member may still run it, holding the commit lock
             raise errors.CommitUnknownError(
                 f"hazelcast at {self.config.where}: the reply to a commit run in the member was lost ({exc})"
             ) from None
@@ -1668,6 +1820,8 @@ class HazelcastBackend(ChangeLogBackend):
             revision = decode_head(event.value)[0]
         except errors.CorruptRecordError:
             revision = self._log_latest + 1  # not ours to judge here: the reader reports it
+        else:
+            self._saw_head(revision)
         with self._log_cond:
             self._log_latest = max(self._log_latest, revision)
             self._log_cond.notify_all()
@@ -1753,14 +1907,19 @@ class HazelcastBackend(ChangeLogBackend):
 
 
 class _Sends:
-    """What the sends of one commit (or group) share: the anchor of its log entry, and how many sends got no reply
-    that settled them (sent, then refused or unanswered: each may have run; see :meth:`HazelcastBackend._retrying`)."""
+    """What the sends of one commit (or group) share: the anchor of its log entry, how many sends got no reply
+    that settled them (sent, then refused or unanswered: each may have run; see :meth:`HazelcastBackend._retrying`),
+    and at which revisions (see :meth:`HazelcastBackend._landed_at`)."""
 
-    __slots__ = ("anchor", "unsettled")
+    __slots__ = ("anchor", "at", "floor", "unsettled")
 
     def __init__(self, anchor: str) -> None:
         self.anchor = anchor
         self.unsettled = 0
+        self.at: list[int] = []
+        """The revisions of the unsettled sends of the client's protocol (a member's task does not say its own)."""
+        self.floor: int | None = None
+        """A revision ``head`` held before the first task was sent: a task that landed did so past it."""
 
 
 class _Held:

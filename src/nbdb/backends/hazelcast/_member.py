@@ -40,9 +40,10 @@ __all__ = [
 
 FACTORY_ID = 7301
 """The serializer factory id the members register (``io.nbdb.hazelcast.NbdbFactory``)."""
-PROTOCOL = 2
+PROTOCOL = 3
 """The task's wire form and reply; the members' ``CommitTask.PROTOCOL`` must be the same (2: ``WrittenAt``,
-``ValueIs``)."""
+``ValueIs``; 3: a task whose anchor ``head`` holds replies "in at head", never runs its commit again). A member of
+another one (a rolling upgrade) turns the member's path off: the client's protocol commits meanwhile."""
 APPLIED, FALLBACK, BUSY = 0, 1, 2
 """A commit task's reply status: done (``[APPLIED, revision, ok...]``); nothing written, commit with the
 client's own protocol; nothing written, the lock was not granted in time."""
@@ -54,7 +55,10 @@ _VALUE_IS = 6
 class CommitTask(IdentifiedDataSerializable):
     """Commits at one revision, to run in a member (``CommitTask.java`` reads this wire form)."""
 
-    CLASS_ID = 1
+    CLASS_ID = 3
+    """3 since protocol 3 (1 before): a member of an older jar refuses the task unread (no class 3 in its factory),
+    so it is never run without the checks the client counts on (see ``PROTOCOL``), then probed, and the member's
+    path turned off."""
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ __all__ = [
     "encode_entry",
     "encode_head",
     "encode_kv",
+    "entry_token",
     "listed_rows",
 ]
 
@@ -127,6 +128,15 @@ def _entry_parts(revision: int, raw: Any) -> tuple[str, bytes, bytes]:
     if length < 0 or start + length > len(data):
         raise errors.HistoryGoneError(f"the change log entry of revision {revision} is damaged (bad length)")
     return data[:TOKEN_BYTES].decode("ascii", "replace"), data[start : start + length], data[start + length :]
+
+
+def entry_token(revision: int, raw: Any) -> str | None:
+    """The token (the writing call's anchor) of a change-log entry; None if it is damaged (not nbdb's, which
+    writes an entry whole)."""
+    try:
+        return _entry_parts(revision, raw)[0]
+    except errors.HistoryGoneError:
+        return None
 
 
 def decode_entry(revision: int, raw: Any) -> LogEntry:
