@@ -519,16 +519,24 @@ def test_etcd_a_registry_put_whose_reply_is_lost_is_known_at_once(etcd_server: A
 
     topic = f"lost{uuid.uuid4().hex[:8]}"
     with proxy_url(etcd_server.url) as proxied:
-        # One try per request: the lost reply is the put's CommitUnknownError, not settled by a retry inside.
-        url = f"{proxied.url}{'&' if '?' in proxied.url else '?'}retries=0"
+        # Two tries a request, 0.2 s apart: both of the put's are lost (CommitUnknownError); a put sent again
+        # has two tries too, so a reconnection still under way after the cut cannot make it unknown as well.
+        url = f"{proxied.url}{'&' if '?' in proxied.url else '?'}retries=1&retry_backoff=0.2"
         with nbdb.Database(load_backend(url, namespace=_ns()), reap=False) as db:
             backend = _backend(db)
             since = db.list(LogicalRouter).revision
             watch = db.watch([LogicalRouter], since=since)
             calls = _calls(backend)
-            proxied.proxy.lose_next_reply(f"p/{topic}".encode(), window=0.05)
-            first = db.create(LogicalRouter(name="a", topic=topic))
-            assert proxied.proxy.stats.fired == 1, "the registry put's reply was not lost"
+            mark = f"p/{topic}".encode()
+            proxied.proxy.lose_next_reply(mark, window=0.05)
+            created: list[Any] = []
+            creating = threading.Thread(target=lambda: created.append(db.create(LogicalRouter(name="a", topic=topic))))
+            creating.start()
+            assert proxied.proxy.wait_fired(1, 5), "the registry put's reply was not lost"
+            proxied.proxy.lose_next_reply(mark, window=0.05)  # its second try's too
+            creating.join(10)
+            assert proxied.proxy.stats.fired == 2, "the registry put's second reply was not lost"
+            (first,) = created
             # The lost put, the put again, the object (and the grant of the commit tokens' lease).
             assert [c for c in calls if c != "lease grant"] == ["transaction"] * 3, calls
             calls.clear()
