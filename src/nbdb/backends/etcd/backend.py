@@ -780,17 +780,26 @@ class EtcdBackend(KeyValueBackend):
 
         Its own request (an idempotent put, before the objects: at every revision an object of
         the topic exists, the topic is registered), once per topic and client: a commit at the
-        store's operation limit still fits. A lost reply leaves the topic unmarked here (the
-        next create marks it again; a scan meanwhile finds it by a probe). ``quiet``: a scan's,
-        whose failure to write (a reader's credentials) leaves the scan as it was.
+        store's operation limit still fits. A put whose outcome is unknown (its reply lost past the
+        client's tries) is sent once more at once, before the objects: the same put, so landing
+        twice changes nothing, and its answer says the key is there (registered here, no put on
+        the next create, and a put that had not landed lands before the objects, so no scan has
+        to find the topic by its gap probes and adopt it). Unknown again: the topic stays
+        unmarked here (the next create puts it again; a scan meanwhile finds it by a probe).
+        ``quiet``: a scan's, whose failure to write (a reader's credentials) leaves the scan as it was.
         """
         new = self._topics.new(topics)
         mark = self.layout.topic_mark
         # Idempotent puts need no one transaction: as many as fit the URL's request bytes each (long keys:
         # a long URL path or namespace), and the commit of the objects is refused by the family if it is too large.
         for part in txnshape.split(new, len(new), self.capabilities.max_txn_bytes, lambda t: len(mark(t).encode()) + 8):
+            puts = {mark(t): b"" for t in part}
             try:
-                self.commit_keys([], {mark(t): b"" for t in part}, [])
+                try:
+                    self.commit_keys([], puts, [])
+                except errors.CommitUnknownError:
+                    log.info("etcd: the registry put of topics %s may not have landed: put again", part)
+                    self.commit_keys([], puts, [])
             except errors.CommitUnknownError:
                 continue
             except errors.NbdbError:
