@@ -114,6 +114,9 @@ def test_a_default_transactions_delete_refused_by_a_group_added_and_dropped_befo
     # those expected, and the diagnosis named nobody: the transaction's ReferenceError stood, the port kept.
     # Unexplained by the synced replica (no holder of its own, the others as expected), the commit is planned
     # again (bounded, as a change of the others' rows).
+    # The refusal is read once db's replica shows the group gone: read while it still showed it (its update
+    # behind other's delete, as on a loaded machine), the group explained the refusal, and the delete planned
+    # again expecting it was refused once more, for its absence: a third commit, rightly (a change meanwhile).
     with nbdb.connect(server.url) as db, nbdb.connect(server.url, namespace=_name("t")) as other:
         sw = db.create(LogicalSwitch(name=_name("sw-")))
         port = db.create(LogicalSwitchPort(switch=sw, name=_name("p-")))
@@ -121,14 +124,20 @@ def test_a_default_transactions_delete_refused_by_a_group_added_and_dropped_befo
         backend: Any = db.backend
         real = backend._grouped
 
+        def shown(group: PortGroup) -> bool:
+            return group.id.int in backend.replica.rows_of("OVN_Northbound", "Port_Group")
+
         def grouped(database: str, ops: list[Any], *args: Any) -> Any:
             deletes = any(op.get("op") == "delete" for op in ops)
             if deletes and not passing:
                 passing.append(other.create(PortGroup(name=_name("pp"), ports=[port.id])))
             result = real(database, ops, *args)
             if deletes and len(passing) == 1:
-                other.delete(passing[0])  # (the reply came: dropped before the refusal is read)
-                passing.append(passing[0])
+                group = passing[0]
+                assert eventually(lambda: shown(group), timeout=10)  # (its insert before its delete, in order)
+                other.delete(group)  # (the reply came: dropped before the refusal is read)
+                assert eventually(lambda: not shown(group), timeout=10)
+                passing.append(group)
             return result
 
         backend.__dict__["_grouped"] = grouped
