@@ -853,6 +853,41 @@ def test_a_member_commit_task_refused_unrun_with_head_unmoved_is_sent_again_not_
         assert revision == stored.mod_revision == _head(db)[0]
 
 
+@pytest.mark.timeout(60)
+def test_a_member_task_sent_again_after_the_cluster_lost_its_data_is_not_applied_twice(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review rev43: ``_head_seen`` only moves on, yet ``head`` goes back when the cluster loses its data (a whole
+    Hazelcast cluster restarted: it is in memory; the client reconnects by itself; here the maps cleared). A
+    tokenless blind write's task then took its floor from the old, higher revision, landed far below it (at 1),
+    its reply came back refused; another client's commits took ``head`` just past that floor, and the re-send read
+    only the entries above the floor, found no anchor, took it for "did not land" and ran the write again."""
+    namespace = _ns()
+    url = hazelcast_server.url + "?timeout=4"
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        for i in range(5):
+            backend.commit_keys([], {f"x/warm{i}": b"1"}, [])
+        for imap in (backend._kv_async, backend.log_async, backend.meta_async):
+            imap.clear().result()  # the cluster lost its data: ``head`` is back at 0
+        assert _head(db)[0] == 0
+
+        def others_commit() -> None:
+            for i in range(5):
+                _hz(other).commit_keys([], {f"x/other{i}": b"1"}, [])
+
+        with _refused_once_after_it_landed(backend, others_commit) as refused:
+            try:
+                outcome: Any = backend.commit_keys([], {"x/k": b"1"}, [])
+            except errors.CommitUnknownError as exc:
+                outcome = exc
+        assert refused
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1, f"applied twice: {stored}, outcome {outcome!r}"
+        assert outcome == stored.mod_revision == 1 or isinstance(outcome, errors.CommitUnknownError)
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
