@@ -888,6 +888,27 @@ def test_a_member_task_sent_again_after_the_cluster_lost_its_data_is_not_applied
         assert outcome == stored.mod_revision == 1 or isinstance(outcome, errors.CommitUnknownError)
 
 
+@pytest.mark.timeout(60)
+def test_a_member_commit_task_refused_unrun_after_others_commits_is_sent_again_not_unknown(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review rev43: as above, but other clients committed since this one last saw ``head``: the task's floor is
+    the stale ``_head_seen``, more than ``_TASK_LANDED_SCAN`` below ``head`` although ``head`` has not moved since
+    the task left. The refused-unrun task is CommitUnknownError, never sent again."""
+    namespace = _ns()
+    url = hazelcast_server.url + "?timeout=4"
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        for i in range(70):
+            _hz(other).commit_keys([], {f"x/other{i}": b"1"}, [])
+        revision = _commit_with_first_task_refused(backend)
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1
+        assert revision == stored.mod_revision == _head(db)[0]
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
