@@ -909,6 +909,55 @@ def test_a_member_commit_task_refused_unrun_after_others_commits_is_sent_again_n
         assert revision == stored.mod_revision == _head(db)[0]
 
 
+@pytest.mark.timeout(60)
+def test_a_member_commit_pays_one_read_of_head_for_its_floor_only_without_a_token(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The floor of a tokenless commit's task is ``head`` read just before it leaves (review rev43: a revision seen
+    before may be far behind ``head``, or above it once the cluster lost its data): one read of ``head`` more, and
+    only there. A commit with a token (every commit of the family) is told by its token and sends its task alone."""
+    from nbdb.backends.hazelcast._member import CommitTask
+    from nbdb.backends.hazelcast._records import HEAD
+    from nbdb.families.kvtypes import KeyCommit
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4", namespace=_ns()) as db:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])  # listeners and the like registered
+        sent: list[str] = []
+
+        class Counted:
+            def __init__(self, name: str, real: Any) -> None:
+                self.name, self.real = name, real
+
+            def __getattr__(self, attr: str) -> Any:
+                method = getattr(self.real, attr)
+
+                def counted(*args: Any, **kwargs: Any) -> Any:
+                    head = attr == "get" and args[:1] == (HEAD,)
+                    task = bool(args[1:]) and isinstance(args[1], CommitTask)
+                    sent.append("head" if head else "task" if task else f"{self.name}.{attr}")
+                    return method(*args, **kwargs)
+
+                return counted
+
+        names = ("_kv_async", "log_async", "meta_async", "_lease_async", "_ids_async", "_executor")
+        real = {name: getattr(backend, name) for name in names}
+        for name in names:
+            setattr(backend, name, Counted(name, real[name]))
+        try:
+            tokened = KeyCommit([], {"x/a": b"1"}, [], CommitToken("x/token", 60.0)).with_token_key()
+            revision = backend.commit_keys(tokened.conditions, tokened.puts, tokened.deletes, tokened.token)
+            with_token, sent[:] = list(sent), []
+            assert backend.commit_keys([], {"x/b": b"1"}, []) == revision + 1  # type: ignore[operator]
+            without_token = list(sent)
+        finally:
+            for name in names:
+                setattr(backend, name, real[name])
+        assert with_token == ["task"]
+        assert without_token == ["head", "task"]
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None
