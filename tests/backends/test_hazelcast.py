@@ -805,6 +805,15 @@ def test_a_member_commit_task_the_client_library_sent_again_after_another_commit
         assert outcome == resent[0] - 1 or isinstance(outcome, errors.CommitUnknownError)
 
 
+def _assert_first_task_refused_is_sent_again(db: nbdb.Database) -> None:
+    """A blind write to ``x/k`` whose first member task is refused unrun is sent again and applied once, at head."""
+    backend = _hz(db)
+    revision = _commit_with_first_task_refused(backend)
+    stored = backend.get_key("x/k")
+    assert stored is not None and stored.version == 1
+    assert revision == stored.mod_revision == _head(db)[0]
+
+
 def _commit_with_first_task_refused(backend: HazelcastBackend) -> int | None:
     """``commit_keys`` of a blind write to ``x/k`` whose first member task comes back refused unrun (a migrating
     partition)."""
@@ -847,21 +856,19 @@ def test_a_member_commit_task_refused_unrun_with_head_unmoved_is_sent_again_not_
         backend = _hz(db)
         assert backend.member_commit
         backend.commit_keys([], {"x/warm": b"1"}, [])
-        revision = _commit_with_first_task_refused(backend)
-        stored = backend.get_key("x/k")
-        assert stored is not None and stored.version == 1
-        assert revision == stored.mod_revision == _head(db)[0]
+        _assert_first_task_refused_is_sent_again(db)
 
 
 @pytest.mark.timeout(60)
 def test_a_member_task_sent_again_after_the_cluster_lost_its_data_is_not_applied_twice(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
-    """Review rev43: ``_head_seen`` only moves on, yet ``head`` goes back when the cluster loses its data (a whole
-    Hazelcast cluster restarted: it is in memory; the client reconnects by itself; here the maps cleared). A
-    tokenless blind write's task then took its floor from the old, higher revision, landed far below it (at 1),
-    its reply came back refused; another client's commits took ``head`` just past that floor, and the re-send read
-    only the entries above the floor, found no anchor, took it for "did not land" and ran the write again."""
+    """Review rev43: the floor was the highest revision seen (``_head_seen``, which only moved on), yet ``head``
+    goes back when the cluster loses its data (a whole Hazelcast cluster restarted: it is in memory; the client
+    reconnects by itself; here the maps cleared). A tokenless blind write's task then took its floor from the old,
+    higher revision, landed far below it (at 1), its reply came back refused; another client's commits took
+    ``head`` just past that floor, and the re-send read only the entries above the floor, found no anchor, took it
+    for "did not land" and ran the write again."""
     namespace = _ns()
     url = hazelcast_server.url + "?timeout=4"
     with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
@@ -892,7 +899,7 @@ def test_a_member_task_sent_again_after_the_cluster_lost_its_data_is_not_applied
 def test_a_member_commit_task_refused_unrun_after_others_commits_is_sent_again_not_unknown(
     hazelcast_server: HazelcastServer,  # noqa: F811
 ) -> None:
-    """Review rev43: as above, but other clients committed since this one last saw ``head``: the task's floor is
+    """Review rev43: as above, but other clients committed since this one last saw ``head``: the task's floor was
     the stale ``_head_seen``, more than ``_TASK_LANDED_SCAN`` below ``head`` although ``head`` has not moved since
     the task left. The refused-unrun task is CommitUnknownError, never sent again."""
     namespace = _ns()
@@ -903,10 +910,7 @@ def test_a_member_commit_task_refused_unrun_after_others_commits_is_sent_again_n
         backend.commit_keys([], {"x/warm": b"1"}, [])
         for i in range(70):
             _hz(other).commit_keys([], {f"x/other{i}": b"1"}, [])
-        revision = _commit_with_first_task_refused(backend)
-        stored = backend.get_key("x/k")
-        assert stored is not None and stored.version == 1
-        assert revision == stored.mod_revision == _head(db)[0]
+        _assert_first_task_refused_is_sent_again(db)
 
 
 @pytest.mark.timeout(60)
