@@ -805,6 +805,15 @@ def test_a_member_commit_task_the_client_library_sent_again_after_another_commit
         assert outcome == resent[0] - 1 or isinstance(outcome, errors.CommitUnknownError)
 
 
+def _assert_first_task_refused_is_sent_again(db: nbdb.Database) -> None:
+    """A blind write to ``x/k`` whose first member task is refused unrun is sent again and applied once, at head."""
+    backend = _hz(db)
+    revision = _commit_with_first_task_refused(backend)
+    stored = backend.get_key("x/k")
+    assert stored is not None and stored.version == 1
+    assert revision == stored.mod_revision == _head(db)[0]
+
+
 def _commit_with_first_task_refused(backend: HazelcastBackend) -> int | None:
     """``commit_keys`` of a blind write to ``x/k`` whose first member task comes back refused unrun (a migrating
     partition)."""
@@ -847,10 +856,110 @@ def test_a_member_commit_task_refused_unrun_with_head_unmoved_is_sent_again_not_
         backend = _hz(db)
         assert backend.member_commit
         backend.commit_keys([], {"x/warm": b"1"}, [])
-        revision = _commit_with_first_task_refused(backend)
+        _assert_first_task_refused_is_sent_again(db)
+
+
+@pytest.mark.timeout(60)
+def test_a_member_task_sent_again_after_the_cluster_lost_its_data_is_not_applied_twice(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review rev43: the floor was the highest revision seen (``_head_seen``, which only moved on), yet ``head``
+    goes back when the cluster loses its data (a whole Hazelcast cluster restarted: it is in memory; the client
+    reconnects by itself; here the maps cleared). A tokenless blind write's task then took its floor from the old,
+    higher revision, landed far below it (at 1), its reply came back refused; another client's commits took
+    ``head`` just past that floor, and the re-send read only the entries above the floor, found no anchor, took it
+    for "did not land" and ran the write again."""
+    namespace = _ns()
+    url = hazelcast_server.url + "?timeout=4"
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        for i in range(5):
+            backend.commit_keys([], {f"x/warm{i}": b"1"}, [])
+        for imap in (backend._kv_async, backend.log_async, backend.meta_async):
+            imap.clear().result()  # the cluster lost its data: ``head`` is back at 0
+        assert _head(db)[0] == 0
+
+        def others_commit() -> None:
+            for i in range(5):
+                _hz(other).commit_keys([], {f"x/other{i}": b"1"}, [])
+
+        with _refused_once_after_it_landed(backend, others_commit) as refused:
+            try:
+                outcome: Any = backend.commit_keys([], {"x/k": b"1"}, [])
+            except errors.CommitUnknownError as exc:
+                outcome = exc
+        assert refused
         stored = backend.get_key("x/k")
-        assert stored is not None and stored.version == 1
-        assert revision == stored.mod_revision == _head(db)[0]
+        assert stored is not None and stored.version == 1, f"applied twice: {stored}, outcome {outcome!r}"
+        assert outcome == stored.mod_revision == 1 or isinstance(outcome, errors.CommitUnknownError)
+
+
+@pytest.mark.timeout(60)
+def test_a_member_commit_task_refused_unrun_after_others_commits_is_sent_again_not_unknown(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review rev43: as above, but other clients committed since this one last saw ``head``: the task's floor was
+    the stale ``_head_seen``, more than ``_TASK_LANDED_SCAN`` below ``head`` although ``head`` has not moved since
+    the task left. The refused-unrun task is CommitUnknownError, never sent again."""
+    namespace = _ns()
+    url = hazelcast_server.url + "?timeout=4"
+    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        for i in range(70):
+            _hz(other).commit_keys([], {f"x/other{i}": b"1"}, [])
+        _assert_first_task_refused_is_sent_again(db)
+
+
+@pytest.mark.timeout(60)
+def test_a_member_commit_pays_one_read_of_head_for_its_floor_only_without_a_token(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """The floor of a tokenless commit's task is ``head`` read just before it leaves (review rev43: a revision seen
+    before may be far behind ``head``, or above it once the cluster lost its data): one read of ``head`` more, and
+    only there. A commit with a token (every commit of the family) is told by its token and sends its task alone."""
+    from nbdb.backends.hazelcast._member import CommitTask
+    from nbdb.backends.hazelcast._records import HEAD
+    from nbdb.families.kvtypes import KeyCommit
+
+    with nbdb.connect(hazelcast_server.url + "?timeout=4", namespace=_ns()) as db:
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])  # listeners and the like registered
+        sent: list[str] = []
+
+        class Counted:
+            def __init__(self, name: str, real: Any) -> None:
+                self.name, self.real = name, real
+
+            def __getattr__(self, attr: str) -> Any:
+                method = getattr(self.real, attr)
+
+                def counted(*args: Any, **kwargs: Any) -> Any:
+                    head = attr == "get" and args[:1] == (HEAD,)
+                    task = bool(args[1:]) and isinstance(args[1], CommitTask)
+                    sent.append("head" if head else "task" if task else f"{self.name}.{attr}")
+                    return method(*args, **kwargs)
+
+                return counted
+
+        names = ("_kv_async", "log_async", "meta_async", "_lease_async", "_ids_async", "_executor")
+        real = {name: getattr(backend, name) for name in names}
+        for name in names:
+            setattr(backend, name, Counted(name, real[name]))
+        try:
+            tokened = KeyCommit([], {"x/a": b"1"}, [], CommitToken("x/token", 60.0)).with_token_key()
+            revision = backend.commit_keys(tokened.conditions, tokened.puts, tokened.deletes, tokened.token)
+            with_token, sent[:] = list(sent), []
+            assert backend.commit_keys([], {"x/b": b"1"}, []) == revision + 1  # type: ignore[operator]
+            without_token = list(sent)
+        finally:
+            for name in names:
+                setattr(backend, name, real[name])
+        assert with_token == ["task"]
+        assert without_token == ["head", "task"]
 
 
 @contextlib.contextmanager

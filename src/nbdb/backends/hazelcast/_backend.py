@@ -176,9 +176,6 @@ class HazelcastBackend(ChangeLogBackend):
         self._local_commit = threading.Lock()
         """Held around every request for the commit lock, so that one thread of this backend asks at a time."""
         self._given_up_task: Any = None
-        self._head_seen = 0
-        """A revision ``head`` has held (it only moves on): the highest this client read, committed at or was told
-        of. A member's task is sent past it, so a re-send can tell it never landed (see :meth:`_landed_at`)."""
         """The reply of this client's last commit task given up on at ``timeout`` (see _task_given_up_ended)."""
         self._lock_requests = 0
         self._reactor_thread = -1
@@ -900,8 +897,9 @@ class HazelcastBackend(ChangeLogBackend):
         runs such a task (CommitUnknownError was raised for it) and holds the commit lock until it ends: the next
         commit's task then waited ``timeout / 2`` for the lock and came back BUSY, again on each retry, for up to
         ``timeout`` in all, while its reply would have said when the lock was free. Waited for here, the commit
-        leaves the moment the task ends. Still running after ``timeout``: BackendUnavailableError (this commit was
-        not sent; the retry policy may try again), saying so, rather than a BUSY that names no cause.
+        leaves the moment the task ends. Still running after ``timeout``: BackendUnavailableError (the caller's
+        request, a commit or a read taken under the commit lock, was not sent; the retry policy may try again),
+        saying so, rather than a BUSY that names no cause.
         """
         running = self._given_up_task
         if running is None:
@@ -912,8 +910,8 @@ class HazelcastBackend(ChangeLogBackend):
             if not ended.wait(self.config.timeout):
                 raise errors.BackendUnavailableError(
                     f"hazelcast at {self.config.where}: a commit of this client given up on after "
-                    f"{self.config.timeout}s still runs in the member and holds the commit lock; this commit was "
-                    "not sent"
+                    f"{self.config.timeout}s still runs in the member and holds the commit lock; this request (a "
+                    "commit, or a read taken under the commit lock) was not sent"
                 )
         self._given_up_task = None
 
@@ -1176,7 +1174,6 @@ class HazelcastBackend(ChangeLogBackend):
                 if not self._repair_head(head_raw):
                     raise
                 continue
-            self._saw_head(head[0])
             if sends.unsettled and any(c.token is None for c in commits):
                 # An earlier send of this call may have landed, and a commit without a token may still hold its
                 # conditions after its own write (a blind write): asked before it is planned, never applied twice.
@@ -1264,7 +1261,6 @@ class HazelcastBackend(ChangeLogBackend):
 
     def _committed(self, revision: int, anchor: str) -> None:
         """After a commit of ours is applied at ``revision``: remember its token, trim the log now and then."""
-        self._saw_head(revision)
         self.remember_token(revision, anchor)
         if revision % _TRIM_EVERY == 0 and revision > self.config.history:
             self._trim(revision - self.config.history)
@@ -1289,8 +1285,19 @@ class HazelcastBackend(ChangeLogBackend):
             commits,
         )
 
+        tokenless = any(c.token is None for c in commits)
+
         def attempt() -> list[int] | None:
-            if sends.unsettled and any(c.token is None for c in commits):
+            if tokenless and sends.floor is None:
+                # A task does not say its revision: a send of it refused, the re-send looks for this call's anchor
+                # in the entries past the floor (see _landed_at). Read now, not a revision seen before: ``head`` may
+                # have moved on since (others' commits) or gone back (the cluster lost its data). Commits with a
+                # token (the family's) are told by it and pay nothing.
+                try:
+                    sends.floor = self._read_head()[0]
+                except errors.CorruptRecordError:
+                    pass  # not judged here (the task hands it back for repair); refused, no floor: unknown
+            if sends.unsettled and tokenless:
                 # Sent again after a send that may have run: a commit without a token whose conditions still hold
                 # after its own write was applied twice. Asked first (one read of ``head``, on a re-send only).
                 earlier = self._untokened_landed(commits, self._read_head(), sends)
@@ -1370,15 +1377,7 @@ class HazelcastBackend(ChangeLogBackend):
         return landed
 
     def _read_head(self) -> tuple[int, str]:
-        head = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
-        self._saw_head(head[0])
-        return head
-
-    def _saw_head(self, revision: int) -> None:
-        """``head`` held ``revision``: raise :attr:`_head_seen` (a race between threads may keep the lower of two
-        values: still one ``head`` held, so still a lower bound of it)."""
-        if revision > self._head_seen:
-            self._head_seen = revision
+        return decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
 
     def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
         """The revision a lone commit without a token is in at if an earlier send of this call landed it; None if
@@ -1408,10 +1407,11 @@ class HazelcastBackend(ChangeLogBackend):
         ``head`` holding this call's anchor: at ``head``'s revision. Else, with no send unsettled, none did. Else the
         entries that may hold an unsettled send are read: those at the revisions of the client's protocol's sends
         (``sends.at``) that ``head`` has passed, and, a member's task not saying its revision, every one past
-        ``sends.floor`` (a revision ``head`` held before the first task left) up to ``head``: none when ``head`` has
-        not moved since (a task refused unrun is then sent again). The entry at ``head + 1``, if any, is rolled
-        forward when met (see :meth:`_commit_locked`). More than ``_TASK_LANDED_SCAN`` revisions past the floor,
-        or an entry trimmed away, cannot be told: CommitUnknownError, never a guessed conflict nor a second apply.
+        ``sends.floor`` (``head``'s revision read just before the first task left) up to ``head``: none when
+        ``head`` has not moved since (a task refused unrun is then sent again). The entry at ``head + 1``, if any, is
+        rolled forward when met (see :meth:`_commit_locked`). More than ``_TASK_LANDED_SCAN`` revisions past the
+        floor, ``head`` below it (it went back: the cluster lost its data), or an entry trimmed away, cannot be
+        told: CommitUnknownError, never a guessed conflict nor a second apply.
         """
         revision, holder = head
         if holder == sends.anchor:
@@ -1467,8 +1467,6 @@ class HazelcastBackend(ChangeLogBackend):
                         raise hzerrors.OperationTimeoutError("the commit task was given up on before it was sent")
                     sent.append(True)
                     sends.unsettled += 1  # until a reply settles this send
-                    if sends.floor is None:
-                        sends.floor = self._head_seen  # ``head`` has held it: the task lands past it if at all
                 return self._executor.execute_on_key_owner(_COMMIT_LOCK, task)
 
             # The task leaves from a reply's callback (the reactor's thread, which wakes nothing): that of a read
@@ -1820,8 +1818,6 @@ class HazelcastBackend(ChangeLogBackend):
             revision = decode_head(event.value)[0]
         except errors.CorruptRecordError:
             revision = self._log_latest + 1  # not ours to judge here: the reader reports it
-        else:
-            self._saw_head(revision)
         with self._log_cond:
             self._log_latest = max(self._log_latest, revision)
             self._log_cond.notify_all()
@@ -1919,7 +1915,8 @@ class _Sends:
         self.at: list[int] = []
         """The revisions of the unsettled sends of the client's protocol (a member's task does not say its own)."""
         self.floor: int | None = None
-        """A revision ``head`` held before the first task was sent: a task that landed did so past it."""
+        """``head``'s revision read just before the first task of a call without a token left (None for a call with
+        tokens): a task that landed did so past it, unless the cluster lost its data in between (see docs)."""
 
 
 class _Held:
