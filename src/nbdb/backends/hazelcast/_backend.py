@@ -819,7 +819,7 @@ class HazelcastBackend(ChangeLogBackend):
             revision, token = decode_head(head_raw)
         except errors.CorruptRecordError:
             self.put_back_head()
-            revision, token = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+            revision, token = self._read_head()
         self.remember_token(revision, token)
         return revision
 
@@ -846,7 +846,7 @@ class HazelcastBackend(ChangeLogBackend):
                 except errors.CorruptRecordError:
                     if not self._repair_head(head_raw):
                         raise
-            decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+            self._read_head()
 
     def head_deleted(self, head_raw: Any) -> bool:
         """Whether ``head`` is missing while the log holds entries: another writer deleted it (a reader's check).
@@ -1377,6 +1377,7 @@ class HazelcastBackend(ChangeLogBackend):
         return landed
 
     def _read_head(self) -> tuple[int, str]:
+        """``head`` read and decoded, not repaired (missing: (0, GENESIS); damaged: CorruptRecordError)."""
         return decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
 
     def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
