@@ -972,9 +972,7 @@ def test_a_member_task_whose_floor_read_met_a_damaged_head_is_unknown_when_sent_
     was sent again, applied twice. With no floor the re-send is CommitUnknownError."""
     from nbdb.backends.hazelcast._records import HEAD
 
-    namespace = _ns()
-    url = hazelcast_server.url + "?timeout=4"
-    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+    with _two_clients(hazelcast_server.url + "?timeout=4") as (db, other):
         backend = _hz(db)
         assert backend.member_commit
         backend.commit_keys([], {"x/warm": b"1"}, [])
@@ -1017,9 +1015,7 @@ def test_a_head_damaged_after_a_member_task_ran_is_unknown_not_a_corrupt_record(
     from nbdb.backends.hazelcast._records import HEAD
     from nbdb.families.kvtypes import VersionIs
 
-    namespace = _ns()
-    url = hazelcast_server.url + "?timeout=4"
-    with nbdb.connect(url, namespace=namespace) as db, nbdb.connect(url, namespace=namespace) as other:
+    with _two_clients(hazelcast_server.url + "?timeout=4") as (db, other):
         backend = _hz(db)
         assert backend.member_commit
         damage = partial(_hz(other)._meta.put, HEAD, "garbage")
