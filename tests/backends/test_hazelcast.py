@@ -962,6 +962,88 @@ def test_a_member_commit_pays_one_read_of_head_for_its_floor_only_without_a_toke
         assert without_token == ["head", "task"]
 
 
+@pytest.mark.timeout(60)
+def test_a_member_task_whose_floor_read_met_a_damaged_head_is_unknown_when_sent_again_not_applied_twice(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+) -> None:
+    """Review rev44: the floor's read met a ``head`` another writer damaged (no floor: unknown), another client's
+    read put it back, the task landed, its reply came back as a refusal, another client's commit passed it. The
+    re-send took ``head`` read then as its floor, after the landed task: nothing scanned past it, the blind write
+    was sent again, applied twice. With no floor the re-send is CommitUnknownError."""
+    from nbdb.backends.hazelcast._records import HEAD
+
+    with _two_clients(hazelcast_server.url + "?timeout=4") as (db, other):
+        backend = _hz(db)
+        assert backend.member_commit
+        backend.commit_keys([], {"x/warm": b"1"}, [])
+        backend._meta.put(HEAD, "garbage")
+        real = backend._send_commit_task
+        refused: list[bool] = []
+
+        def landed_then_refused(*args: Any, **kwargs: Any) -> Any:
+            if refused:
+                return real(*args, **kwargs)
+            refused.append(True)
+            _hz(other).current_revision()  # a reader puts ``head`` back before the task leaves
+            real(*args, **kwargs)  # it lands
+            _hz(other).commit_keys([], {"x/other": b"1"}, [])
+            raise errors.BackendUnavailableError("the reply came back as a refusal (a retryable error)")
+
+        backend._send_commit_task = landed_then_refused  # type: ignore[method-assign]
+        try:
+            outcome: Any = backend.commit_keys([], {"x/k": b"1"}, [])
+        except errors.CommitUnknownError as exc:
+            outcome = exc
+        finally:
+            backend._send_commit_task = real  # type: ignore[method-assign]
+        assert refused
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1, f"applied twice: {stored}, outcome {outcome!r}"
+        assert isinstance(outcome, errors.CommitUnknownError)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["re-send", "after-reply"])
+def test_a_head_damaged_after_a_member_task_ran_is_unknown_not_a_corrupt_record(
+    hazelcast_server: HazelcastServer,  # noqa: F811
+    where: str,
+) -> None:
+    """Review rev44: a tokenless commit's task ran, then another writer damaged ``head`` before the read that tells
+    whether it landed: the re-send's read (its reply came back as a refusal), or ``_landed_before_any``'s after a
+    reply whose condition failed (the library may have run it twice). Only BackendUnavailableError was turned into
+    CommitUnknownError there: the CorruptRecordError escaped, as if nothing had been sent. The outcome is unknown."""
+    from nbdb.backends.hazelcast._records import HEAD
+    from nbdb.families.kvtypes import VersionIs
+
+    with _two_clients(hazelcast_server.url + "?timeout=4") as (db, other):
+        backend = _hz(db)
+        assert backend.member_commit
+        damage = partial(_hz(other)._meta.put, HEAD, "garbage")
+        if where == "re-send":
+            with _refused_once_after_it_landed(backend, damage) as refused:
+                with pytest.raises(errors.CommitUnknownError) as info:
+                    backend.commit_keys([], {"x/k": b"1"}, [])
+            assert refused
+        else:
+            backend.commit_keys([], {"x/k": b"0"}, [])
+            real = backend._send_commit_task
+
+            def damaged_after(*args: Any, **kwargs: Any) -> Any:
+                out = real(*args, **kwargs)
+                damage()
+                return out
+
+            backend._send_commit_task = damaged_after  # type: ignore[method-assign]
+            try:
+                with pytest.raises(errors.CommitUnknownError) as info:
+                    backend.commit_keys([VersionIs("x/k", 0)], {"x/k": b"1"}, [])
+            finally:
+                backend._send_commit_task = real  # type: ignore[method-assign]
+        assert isinstance(info.value.__cause__, errors.CorruptRecordError)
+        stored = backend.get_key("x/k")
+        assert stored is not None and stored.version == 1  # the task ran once
+
+
 @contextlib.contextmanager
 def _refused_once_after_it_landed(
     backend: HazelcastBackend, between: Callable[[], object] | None = None

@@ -819,7 +819,7 @@ class HazelcastBackend(ChangeLogBackend):
             revision, token = decode_head(head_raw)
         except errors.CorruptRecordError:
             self.put_back_head()
-            revision, token = decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+            revision, token = self._read_head()
         self.remember_token(revision, token)
         return revision
 
@@ -846,7 +846,7 @@ class HazelcastBackend(ChangeLogBackend):
                 except errors.CorruptRecordError:
                     if not self._repair_head(head_raw):
                         raise
-            decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+            self._read_head()
 
     def head_deleted(self, head_raw: Any) -> bool:
         """Whether ``head`` is missing while the log holds entries: another writer deleted it (a reader's check).
@@ -1288,11 +1288,12 @@ class HazelcastBackend(ChangeLogBackend):
         tokenless = any(c.token is None for c in commits)
 
         def attempt() -> list[int] | None:
-            if tokenless and sends.floor is None:
+            if tokenless and sends.floor is None and not sends.unsettled:
                 # A task does not say its revision: a send of it refused, the re-send looks for this call's anchor
                 # in the entries past the floor (see _landed_at). Read now, not a revision seen before: ``head`` may
                 # have moved on since (others' commits) or gone back (the cluster lost its data). Commits with a
-                # token (the family's) are told by it and pay nothing.
+                # token (the family's) are told by it and pay nothing. Before the first send only: read on a
+                # re-send (the first read met a damaged ``head``), it may lie past a task that landed.
                 try:
                     sends.floor = self._read_head()[0]
                 except errors.CorruptRecordError:
@@ -1300,7 +1301,14 @@ class HazelcastBackend(ChangeLogBackend):
             if sends.unsettled and tokenless:
                 # Sent again after a send that may have run: a commit without a token whose conditions still hold
                 # after its own write was applied twice. Asked first (one read of ``head``, on a re-send only).
-                earlier = self._untokened_landed(commits, self._read_head(), sends)
+                try:
+                    head = self._read_head()
+                except errors.CorruptRecordError as exc:
+                    raise errors.CommitUnknownError(
+                        f"hazelcast at {self.config.where}: a send of a commit without a token may have run, and "
+                        f"whether it landed could not be read ({exc})"
+                    ) from exc
+                earlier = self._untokened_landed(commits, head, sends)
                 if earlier is not None:
                     return [APPLIED, earlier, 1]
             reply = self._send_commit_task(task, topics, sends)
@@ -1349,11 +1357,11 @@ class HazelcastBackend(ChangeLogBackend):
         ):
             try:
                 head = self._read_head()
-            except errors.BackendUnavailableError as exc:
+            except (errors.BackendUnavailableError, errors.CorruptRecordError) as exc:  # (damaged by another writer)
                 raise errors.CommitUnknownError(
                     f"hazelcast at {self.config.where}: a commit without a token run in the member failed its "
                     f"conditions, and whether an earlier run of it landed could not be read ({exc})"
-                ) from None
+                ) from exc
             earlier = self._untokened_landed(commits, head, sends)
             if earlier is not None:
                 outcomes = [earlier]
@@ -1377,6 +1385,7 @@ class HazelcastBackend(ChangeLogBackend):
         return landed
 
     def _read_head(self) -> tuple[int, str]:
+        """``head`` read and decoded, not repaired (missing: (0, GENESIS); damaged: CorruptRecordError)."""
         return decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
 
     def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
