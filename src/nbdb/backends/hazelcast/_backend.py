@@ -1301,14 +1301,9 @@ class HazelcastBackend(ChangeLogBackend):
             if sends.unsettled and tokenless:
                 # Sent again after a send that may have run: a commit without a token whose conditions still hold
                 # after its own write was applied twice. Asked first (one read of ``head``, on a re-send only).
-                try:
-                    head = self._read_head()
-                except errors.CorruptRecordError as exc:
-                    raise errors.CommitUnknownError(
-                        f"hazelcast at {self.config.where}: a send of a commit without a token may have run, and "
-                        f"whether it landed could not be read ({exc})"
-                    ) from exc
-                earlier = self._untokened_landed(commits, head, sends)
+                earlier = self._untokened_landed_now(
+                    commits, sends, (errors.CorruptRecordError,), "a send of a commit without a token may have run"
+                )
                 if earlier is not None:
                     return [APPLIED, earlier, 1]
             reply = self._send_commit_task(task, topics, sends)
@@ -1355,14 +1350,12 @@ class HazelcastBackend(ChangeLogBackend):
         if (len(commits) == 1 or sends.unsettled) and any(
             o is None and c.token is None for c, o in zip(commits, outcomes, strict=True)
         ):
-            try:
-                head = self._read_head()
-            except (errors.BackendUnavailableError, errors.CorruptRecordError) as exc:  # (damaged by another writer)
-                raise errors.CommitUnknownError(
-                    f"hazelcast at {self.config.where}: a commit without a token run in the member failed its "
-                    f"conditions, and whether an earlier run of it landed could not be read ({exc})"
-                ) from exc
-            earlier = self._untokened_landed(commits, head, sends)
+            earlier = self._untokened_landed_now(
+                commits,
+                sends,
+                (errors.BackendUnavailableError, errors.CorruptRecordError),  # (damaged by another writer)
+                "a commit without a token run in the member failed its conditions",
+            )
             if earlier is not None:
                 outcomes = [earlier]
         failed = [
@@ -1387,6 +1380,19 @@ class HazelcastBackend(ChangeLogBackend):
     def _read_head(self) -> tuple[int, str]:
         """``head`` read and decoded, not repaired (missing: (0, GENESIS); damaged: CorruptRecordError)."""
         return decode_head(self._ask(lambda: self.meta_async.get(HEAD)))
+
+    def _untokened_landed_now(
+        self, commits: Sequence[KeyCommit], sends: _Sends, unknown: tuple[type[Exception], ...], why: str
+    ) -> int | None:
+        """:meth:`_untokened_landed` at ``head`` read now; a read failing with one of ``unknown`` (``why`` says what
+        may have run) is CommitUnknownError, its cause chained: whether the commit landed could not be read."""
+        try:
+            head = self._read_head()
+        except unknown as exc:
+            raise errors.CommitUnknownError(
+                f"hazelcast at {self.config.where}: {why}, and whether it landed could not be read ({exc})"
+            ) from exc
+        return self._untokened_landed(commits, head, sends)
 
     def _untokened_landed(self, commits: Sequence[KeyCommit], head: tuple[int, str], sends: _Sends) -> int | None:
         """The revision a lone commit without a token is in at if an earlier send of this call landed it; None if
